@@ -1,0 +1,273 @@
+"""From a composed Hydra config to built objects: validation, axes, the training key, the builders.
+
+Everything here runs before any work starts, so a bad value or combination fails at once with a message that
+names the axes, the value and the valid choices (STYLE habit 8). Built objects are injected into the
+LightningModule and the evaluator (habit 9); nothing downstream reads the config dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = [
+    "ConfigError",
+    "validate",
+    "axes",
+    "train_config",
+    "train_key",
+    "build_training",
+    "build_sampler_from_cfg",
+    "sampler_tag",
+    "Training",
+]
+
+TIMES = ("continuous", "discrete")
+DISCRETE_SAMPLERS = ("ddpm", "ddim")
+CONTINUOUS_SAMPLERS = ("ode", "sde")
+NETWORK_TIMES = ("t", "1-t", "999t")
+NAN_POLICIES = ("stop", "skip")
+
+
+class ConfigError(ValueError):
+    """An invalid axis value or combination, found before any work starts."""
+
+
+def _interp_name(cfg: DictConfig) -> str:
+    target = cfg.interpolant.get("_target_", "")
+    return {"Linear": "linear", "GVP": "gvp", "VP": "vp"}.get(target.rsplit(".", 1)[-1], target)
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse bad values and incompatible combinations, naming the axes and the valid choices."""
+    from .transport.loss import TIME_DENSITIES, WEIGHTINGS
+    from .transport.predictions import PREDICTIONS
+
+    time, pred, interp = cfg.time.name, cfg.prediction.name, _interp_name(cfg)
+    sampler = cfg.sampler.name
+    _check(time in TIMES, f"time={time!r} is not a valid choice; valid: {list(TIMES)}")
+    _check(pred in PREDICTIONS, f"prediction={pred!r} is not a valid choice; valid: {list(PREDICTIONS)}")
+    _check(
+        cfg.weighting.name in WEIGHTINGS, f"weighting={cfg.weighting.name!r} is not valid; valid: {list(WEIGHTINGS)}"
+    )
+    _check(
+        cfg.time_density.name in TIME_DENSITIES,
+        f"time_density={cfg.time_density.name!r} is not valid; valid: {list(TIME_DENSITIES)}",
+    )
+    if time == "discrete":
+        _check(
+            pred == "noise" and interp == "vp",
+            f"time=discrete is DDPM: it needs prediction=noise and interpolant=vp, got prediction={pred}, "
+            f"interpolant={interp}",
+        )
+        _check(
+            sampler in DISCRETE_SAMPLERS,
+            f"time=discrete samples with sampler in {list(DISCRETE_SAMPLERS)}, got sampler={sampler}",
+        )
+        _check(cfg.weighting.name == "none", "time=discrete uses DiT's hybrid loss: weighting must be none")
+    else:
+        _check(
+            sampler in CONTINUOUS_SAMPLERS,
+            f"time=continuous samples with sampler in {list(CONTINUOUS_SAMPLERS)}, got sampler={sampler} "
+            f"(ddpm/ddim need time=discrete)",
+        )
+        nt = cfg.time.get("network_time", "t")
+        _check(nt in NETWORK_TIMES, f"time.network_time={nt!r} is not valid; valid: {list(NETWORK_TIMES)}")
+    if pred == "velocity":
+        _check(
+            cfg.weighting.name == "none",
+            f"weighting={cfg.weighting.name} applies to score/noise/x0 models; prediction=velocity takes "
+            "weighting=none",
+        )
+    steps = cfg.sampler.get("steps")
+    if steps is not None:
+        _check(int(steps) == steps and steps > 0, f"sampler.steps must be a positive integer, got {steps!r}")
+    _check(cfg.guidance.scale >= 0, f"guidance.scale must be >= 0, got {cfg.guidance.scale!r}")
+    if cfg.guidance.scale != 1.0:
+        _check(
+            cfg.data.num_classes > 0 and cfg.model.class_dropout_prob > 0,
+            f"guidance.scale={cfg.guidance.scale} needs a class-conditional model trained with class dropout "
+            f"(data.num_classes={cfg.data.num_classes}, model.class_dropout_prob={cfg.model.class_dropout_prob})",
+        )
+    for key in ("train_eps", "sample_eps"):
+        v = cfg.get(key)
+        _check(v is None or 0.0 <= v < 0.5, f"{key}={v!r} is outside [0, 0.5)")
+    tr = cfg.trainer
+    _check(tr.steps > 0, f"trainer.steps must be > 0, got {tr.steps}")
+    _check(tr.batch_size > 0, f"trainer.batch_size must be > 0, got {tr.batch_size}")
+    _check(tr.lr > 0, f"trainer.lr must be > 0, got {tr.lr}")
+    _check(0.0 <= tr.ema_decay < 1.0, f"trainer.ema_decay must be in [0, 1), got {tr.ema_decay}")
+    _check(tr.nan_policy in NAN_POLICIES, f"trainer.nan_policy={tr.nan_policy!r}; valid: {list(NAN_POLICIES)}")
+    if isinstance(tr.devices, int):
+        world = tr.devices * tr.num_nodes
+        _check(
+            tr.batch_size % world == 0,
+            f"trainer.batch_size={tr.batch_size} (global) is not divisible by devices x nodes = {world}",
+        )
+    ev = cfg.eval
+    _check(ev.num_samples > 0, f"eval.num_samples must be > 0, got {ev.num_samples}")
+    _check(ev.batch_size > 0, f"eval.batch_size must be > 0, got {ev.batch_size}")
+    _check(ev.every_n_steps >= 0, f"eval.every_n_steps must be >= 0, got {ev.every_n_steps}")
+
+
+def sampler_tag(cfg: DictConfig) -> str:
+    """How a sample was produced, for metric names: e.g. ``sde_em-w_kl-n250-cfg1.0``."""
+    s = cfg.sampler
+    if s.name == "ode":
+        parts = [f"ode_{s.solver}"] + ([f"n{s.steps}"] if s.solver in ("euler", "heun", "midpoint", "rk4") else
+                                       [f"tol{s.rtol:g}"])
+    elif s.name == "sde":
+        parts = [f"sde_{s.solver}", cfg.diffusion.name + ("" if cfg.diffusion.norm == 1.0 else f"x{cfg.diffusion.norm:g}"),
+                 f"n{s.steps}", f"last_{s.last_step}"]
+    elif s.name == "ddim":
+        parts = ["ddim", f"n{s.steps}", f"eta{s.eta:g}"]
+    else:
+        parts = [s.name, f"n{s.steps}"]
+    return "-".join(parts + [f"cfg{cfg.guidance.scale:g}"])
+
+
+def axes(cfg: DictConfig) -> dict[str, Any]:
+    """Every axis value, flattened, so a pandas groupby or a W&B panel can slice by any of them."""
+    sde = cfg.sampler.name == "sde"
+    return {
+        "time": cfg.time.name,
+        "network_time": cfg.time.get("network_time"),
+        "prediction": cfg.prediction.name,
+        "interpolant": _interp_name(cfg),
+        "weighting": cfg.weighting.name,
+        "time_density": cfg.time_density.name,
+        "sampler": cfg.sampler.name,
+        "solver": cfg.sampler.get("solver", cfg.sampler.name),
+        "sampler_steps": cfg.sampler.get("steps"),
+        "diffusion": cfg.diffusion.name if sde else None,
+        "diffusion_norm": cfg.diffusion.norm if sde else None,
+        "last_step": cfg.sampler.get("last_step") if sde else None,
+        "guidance": cfg.guidance.scale,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "train_steps": cfg.trainer.steps,
+        "batch_size": cfg.trainer.batch_size,
+        "seed": cfg.seed,
+        "train_eps": cfg.get("train_eps"),
+        "sample_eps": cfg.get("sample_eps"),
+        "sampler_tag": sampler_tag(cfg),
+    }
+
+
+def train_config(cfg: DictConfig) -> dict[str, Any]:
+    """The training-relevant part of the config: two runs with equal train configs share one checkpoint."""
+    keep = ("time", "prediction", "interpolant", "weighting", "time_density", "model", "data", "seed", "train_eps")
+    d = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+         for k in keep}
+    tr = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # Settings that do not change the trained weights' meaning stay out of the key.
+    for k in ("ckpt_every", "log_every", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
+              "compile"):
+        tr.pop(k, None)
+    d["trainer"] = tr
+    if d["time"]["name"] == "discrete":
+        d.pop("time_density")
+    return d
+
+
+def train_key(cfg: DictConfig) -> str:
+    """Content address of the training config (12 hex digits of a SHA-256)."""
+    blob = json.dumps(train_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Training:
+    """Built objects for training: the network, how to compute the per-sample loss, and how to predict."""
+
+    net: Any
+    loss_fn: Callable  # loss_fn(net, x0, y) -> per-sample loss [B]
+    predict_fn: Callable  # predict_fn(net) -> model(x, t, y) in paper time (continuous) or index (discrete)
+    ddpm: Any = None
+
+
+def build_training(cfg: DictConfig) -> Training:
+    from hydra.utils import instantiate
+
+    from .models import build_model
+    from .transport.loss import build_objective
+    from .transport.time import ContinuousTime, DiscreteTime
+
+    m = cfg.model
+    net = build_model(
+        m.name,
+        input_size=m.input_size,
+        in_channels=m.in_channels,
+        num_classes=m.num_classes,
+        class_dropout_prob=m.class_dropout_prob,
+        learn_sigma=m.learn_sigma,
+    )
+    channels = m.in_channels
+    if cfg.time.name == "discrete":
+        from .transport.ddpm import build_ddpm
+
+        ddpm = build_ddpm(num_timesteps=cfg.time.num_timesteps, learn_sigma=m.learn_sigma)
+        axis = DiscreteTime(cfg.time.num_timesteps)
+
+        def loss_fn(net, x0, y):
+            t = torch_randint(cfg.time.num_timesteps, x0)
+            return ddpm.training_losses(axis.wrap(net), x0, t, y)["loss"]
+
+        return Training(net=net, loss_fn=loss_fn, predict_fn=lambda n: axis.wrap(n), ddpm=ddpm)
+
+    interpolant = instantiate(cfg.interpolant)
+    density_kw = {k: v for k, v in cfg.time_density.items() if k != "name"}
+    objective = build_objective(
+        interpolant, cfg.prediction.name, cfg.weighting.name, cfg.time_density.name, cfg.get("train_eps"),
+        **density_kw,
+    )
+    axis = ContinuousTime(cfg.time.network_time)
+
+    def predict_fn(net):
+        f = axis.wrap(net)
+        if m.learn_sigma:
+            return lambda x, t, y=None: f(x, t, y)[:, :channels]
+        return f
+
+    def loss_fn(net, x0, y):
+        return objective.loss(predict_fn(net), x0, y)["loss"]
+
+    return Training(net=net, loss_fn=loss_fn, predict_fn=predict_fn)
+
+
+def torch_randint(n: int, like):
+    import torch
+
+    return torch.randint(0, n, (like.shape[0],), device=like.device)
+
+
+def build_sampler_from_cfg(cfg: DictConfig, ddpm=None):
+    """The configured sampler (H2's registry), with the diffusion coefficient chosen at sampling time."""
+    from hydra.utils import instantiate
+
+    from .sampling import build_sampler
+
+    s = cfg.sampler
+    kw: dict[str, Any] = {"steps": s.steps}
+    if s.name in DISCRETE_SAMPLERS:
+        kw["ddpm"] = ddpm
+        if s.name == "ddim":
+            kw["eta"] = s.eta
+        return build_sampler(s.name, interpolant=None, prediction="noise", **kw)
+    interpolant = instantiate(cfg.interpolant)
+    kw["sample_eps"] = cfg.get("sample_eps")
+    if s.name == "ode":
+        kw.update(atol=s.atol, rtol=s.rtol)
+    else:
+        kw.update(diffusion=cfg.diffusion.name, diffusion_norm=cfg.diffusion.norm,
+                  last_step=s.last_step, last_step_size=s.last_step_size)
+    return build_sampler(f"{s.name}_{s.solver}", interpolant=interpolant, prediction=cfg.prediction.name, **kw)

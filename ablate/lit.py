@@ -1,0 +1,135 @@
+"""The LightningModule: thin. Built objects (network, loss function) are injected; see ablate/build.py.
+
+Determinism and exact resume: every training step re-seeds the global RNG from (seed, global_step, rank), so
+the batch, t, noise and class dropout of step k do not depend on what happened before it. A run killed at any
+moment and resumed from its last checkpoint (weights, EMA, optimizer, step) therefore ends with the same
+weights as an uninterrupted one. The data order comes from :class:`StepSampler`, also a pure function of
+(seed, step).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Iterator
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DiffusionModule", "StepSampler", "NonFiniteLossError", "step_seed"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed for (run seed, step, rank), stable across processes and resumptions."""
+    return (int(seed) * 1_000_003 + int(step) * 7919 + int(rank) * 104_729) % (2**63 - 1)
+
+
+class StepSampler(torch.utils.data.Sampler[int]):
+    """Indices for an endless stream of batches whose order is a pure function of (seed, epoch).
+
+    ``start_step`` skips the batches already consumed, so a resumed run continues the same data order.
+    Each rank takes its own contiguous share of every global batch.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ValueError(f"global batch {global_batch} is not divisible by world size {world}")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.start_step, self.rank, self.world = start_step, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        per_rank = self.global_batch // self.world
+        step = self.start_step
+        while True:
+            epoch, offset = divmod(step * self.global_batch, self.n)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 10_007 + epoch))
+            # A batch may straddle two epochs: concatenate the next permutation.
+            nxt = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 10_007 + epoch + 1))
+            stream = torch.cat([perm, nxt])
+            batch = stream[offset : offset + self.global_batch]
+            yield from batch[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+            step += 1
+
+    def __len__(self) -> int:  # endless; Lightning bounds the run by max_steps
+        return 2**62
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains ``net`` with ``loss_fn(net, x0, y) -> per-sample loss``; keeps an EMA copy for evaluation."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss_fn: Callable[[nn.Module, Tensor, Tensor | None], Tensor],
+        *,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        ema_decay: float = 0.9999,
+        seed: int = 0,
+        nan_policy: str = "stop",
+        conditional: bool = True,
+    ):
+        super().__init__()
+        self.net = net
+        self.ema = copy.deepcopy(net).requires_grad_(False).eval()
+        self.loss_fn = loss_fn
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.ema_decay, self.seed, self.nan_policy = ema_decay, seed, nan_policy
+        self.conditional = conditional
+        self.skipped_steps = 0
+
+    def configure_optimizers(self):
+        fused = all(p.device.type == "cuda" for p in self.net.parameters())
+        return torch.optim.AdamW(
+            self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
+            **({"fused": True} if fused else {"foreach": True}),
+        )
+
+    def on_train_batch_start(self, batch, batch_idx):
+        torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss_fn(self.net, x, y if self.conditional else None).mean()
+        if not torch.isfinite(loss):
+            msg = (f"non-finite training loss {loss.item()} at step {self.global_step} "
+                   f"(nan_policy={self.nan_policy})")
+            if self.nan_policy == "skip":
+                self.skipped_steps += 1
+                self.log("train/skipped_steps", float(self.skipped_steps))
+                print(f"[ablate] {msg}: step skipped")
+                return None  # Lightning skips the optimizer step
+            raise NonFiniteLossError(msg + ": stopping; set trainer.nan_policy=skip to skip such steps")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if outputs is None:
+            return
+        ema_p = list(self.ema.parameters())
+        net_p = list(self.net.parameters())
+        # ema <- decay * ema + (1 - decay) * net, fused over all tensors.
+        torch._foreach_lerp_(ema_p, net_p, 1.0 - self.ema_decay)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["ablate"] = {"skipped_steps": self.skipped_steps, "seed": self.seed}
+
+    def on_load_checkpoint(self, checkpoint):
+        self.skipped_steps = checkpoint.get("ablate", {}).get("skipped_steps", 0)
+
+
+def count_images(step: int, batch_size: int) -> int:
+    return int(step) * int(batch_size)
+
+
+def finite_or_raise(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise FloatingPointError(f"{what} is not finite ({x})")
+    return x

@@ -1,0 +1,195 @@
+"""Hydra entry point: ``python -m ablate.run [overrides]`` for one run, ``-m`` for a sweep.
+
+One run = (train once per training config) + evaluate with the configured sampler:
+
+1. validate the config (bad values/combinations fail before any work);
+2. find or train the checkpoint for the training config (content-addressed: ``<out_dir>/checkpoints/<key>``),
+   resuming from its ``last.ckpt`` after an interruption; concurrent jobs with the same key wait on a lock,
+   so a sweep over sampler/diffusion/NFE/guidance trains each training configuration exactly once;
+3. sample with the EMA weights, compute FID (and friends) and GFLOPs, append rows to the results store and log
+   them to W&B (offline by default), write a sample grid PNG.
+
+A failing job in a sweep records its error in the results store and lets the other jobs run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .build import ConfigError, axes, build_training, train_config, train_key, validate
+
+__all__ = ["main", "run", "train_or_reuse"]
+
+
+def _job_dir() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:
+        return Path.cwd()
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training if the output directory cannot be written (read-only or full)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_probe_{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"output directory {str(path)!r} is not writable ({e.strerror}); set out_dir=...") from e
+
+
+def _make_logger(cfg: DictConfig, job_dir: Path, name: str):
+    if cfg.logger.name == "none":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    group = cfg.study or "adhoc"
+    flat = {**axes(cfg), "study": group, "config": OmegaConf.to_container(cfg, resolve=True)}
+    return WandbLogger(
+        name=name, project=cfg.logger.project, entity=cfg.logger.entity, group=group, mode=cfg.logger.mode,
+        save_dir=str(job_dir), config=flat, job_type="train+eval",
+    )
+
+
+def train_or_reuse(cfg: DictConfig, logger=None):
+    """Return (training, ema state dict, info) for the config's training key, training only if needed."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from .checkpointing import AtomicCheckpointIO, atomic_torch_save, file_lock, load_checkpoint
+    from .data import build_dataset
+    from .lit import DiffusionModule, StepSampler
+
+    key = train_key(cfg)
+    ckpt_dir = Path(cfg.out_dir) / "checkpoints" / key
+    final = ckpt_dir / "final.pt"
+    training = build_training(cfg)
+    with file_lock(ckpt_dir / ".lock"):
+        if cfg.reuse and final.exists():
+            state = load_checkpoint(final)
+            training.net.load_state_dict(state["net"])
+            info = {**state["info"], "reused": True, "train_key": key}
+            return training, state["ema"], info
+        (ckpt_dir / "train_config.json").write_text(json.dumps(train_config(cfg), indent=2, default=str))
+        tr = cfg.trainer
+        module = DiffusionModule(
+            training.net, training.loss_fn, lr=tr.lr, weight_decay=tr.weight_decay, ema_decay=tr.ema_decay,
+            seed=cfg.seed, nan_policy=tr.nan_policy, conditional=cfg.data.num_classes > 0,
+        )
+        dataset = build_dataset(cfg.data.name, split="train", **({"root": cfg.data.root} if "root" in cfg.data else {}))
+        ckpt_cb = ModelCheckpoint(
+            dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
+            enable_version_counter=False,
+        )
+        trainer = L.Trainer(
+            max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
+            strategy=tr.strategy, precision=tr.precision, logger=logger if logger is not None else False,
+            callbacks=[ckpt_cb], plugins=[AtomicCheckpointIO()], log_every_n_steps=tr.log_every,
+            gradient_clip_val=tr.grad_clip, enable_model_summary=False, num_sanity_val_steps=0,
+            default_root_dir=str(ckpt_dir), deterministic=False,
+        )
+
+        class _Data(L.LightningDataModule):
+            def train_dataloader(self):
+                start = trainer.global_step
+                sampler = StepSampler(len(dataset), tr.batch_size, cfg.seed, start_step=start,
+                                      rank=trainer.global_rank, world=trainer.world_size)
+                return torch.utils.data.DataLoader(
+                    dataset, batch_size=tr.batch_size // trainer.world_size, sampler=sampler,
+                    num_workers=tr.num_workers, drop_last=True, persistent_workers=tr.num_workers > 0,
+                )
+
+        resume = cfg.ckpt_path
+        if resume is None and (ckpt_dir / "last.ckpt").exists():
+            resume = str(ckpt_dir / "last.ckpt")
+        t0 = time.time()
+        trainer.fit(module, datamodule=_Data(), ckpt_path=resume)
+        wall = time.time() - t0
+        if trainer.global_step < tr.steps:
+            raise RuntimeError(f"training stopped at step {trainer.global_step} of {tr.steps}")
+        info = {
+            "train_steps": int(trainer.global_step),
+            "images_seen": int(trainer.global_step) * int(tr.batch_size),
+            "train_wall_s": wall,
+            "resumed_from": resume,
+            "skipped_steps": module.skipped_steps,
+        }
+        if trainer.is_global_zero:
+            atomic_torch_save({"net": module.net.state_dict(), "ema": module.ema.state_dict(), "info": info}, final)
+        return training, module.ema.state_dict(), {**info, "reused": False, "train_key": key}
+
+
+def run(cfg: DictConfig) -> dict:
+    from .evaluate import evaluate_run
+
+    validate(cfg)
+    job_dir = _job_dir()
+    check_writable(Path(cfg.out_dir))
+    check_writable(job_dir)
+    name = axes(cfg)["sampler_tag"]
+    logger = _make_logger(cfg, job_dir, name=f"{cfg.study or 'adhoc'}-{train_key(cfg)}-{name}")
+    training, ema_state, info = train_or_reuse(cfg, logger)
+    return evaluate_run(cfg, training, ema_state, info, job_dir=job_dir, logger=logger)
+
+
+def _record_failure(cfg: DictConfig, err: BaseException) -> None:
+    from .results import append_rows, environment_info
+
+    try:
+        row = {**axes(cfg), "study": cfg.study or "adhoc", "status": "failed", "metric": None, "value": None,
+               "error": f"{type(err).__name__}: {err}"[:2000], **{f"env_{k}": v for k, v in environment_info().items()}}
+        append_rows(cfg.results, [row])
+    except Exception:
+        pass
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig):
+    try:
+        return run(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:
+        _record_failure(cfg, e)
+        if _is_multirun():
+            # One failing sweep point must not stop the others: record it, print it, go on.
+            traceback.print_exc()
+            print(f"[ablate] job failed and was recorded in {cfg.results}: {type(e).__name__}: {e}")
+            return None
+        raise
+    finally:
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+        except Exception:
+            pass
+
+
+if __name__ == "__main__":
+    main()
