@@ -1,0 +1,82 @@
+"""The time axis owns how t reaches the network (STYLE habit 4), so that changing the discretization changes
+only the discretization, not also the conditioning scale.
+
+- :class:`ContinuousTime`: the library passes paper time t in [0, 1] (t = 0 data, t = 1 noise); the network
+  sees ``"t"`` (ablate's default), ``"1-t"`` (the SiT repository's time, which its released weights
+  expect), or ``"999t"`` (DiT's index scale: keeps the embedding's input range of a DiT-trained network
+  when moving from discrete to continuous time; the input 999 t equals the DDPM index i at t = i / 999).
+- :class:`DiscreteTime`: DiT's discrete axis; both the library and the network use the integer index 0..T-1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["NETWORK_TIMES", "ContinuousTime", "DiscreteTime"]
+
+NETWORK_TIMES = ("t", "1-t", "999t")
+
+
+class ContinuousTime:
+    """Map paper time t (float tensor [B] in [0, 1]) to the network's time input:
+    ``"t"``: t;  ``"1-t"``: 1 - t (SiT repository);  ``"999t"``: 999 t (DiT's index scale)."""
+
+    def __init__(self, network_time: str = "t"):
+        if network_time not in NETWORK_TIMES:
+            raise ValueError(f"unknown network_time {network_time!r}; valid choices: {list(NETWORK_TIMES)}")
+        self.network_time = network_time
+
+    def to_network(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t)
+        if not t.is_floating_point():
+            raise TypeError(f"ContinuousTime expects float paper time in [0, 1], got dtype {t.dtype}")
+        if self.network_time == "t":
+            return t
+        if self.network_time == "1-t":
+            return 1 - t
+        return 999 * t
+
+    def wrap(self, net: Callable) -> Callable:
+        """f(x, t, y) = net(x, to_network(t), y), taking paper time t."""
+
+        def f(x, t, y=None):
+            return net(x, self.to_network(t), y)
+
+        return f
+
+    def __repr__(self):
+        return f"ContinuousTime(network_time={self.network_time!r})"
+
+
+class DiscreteTime:
+    """The DDPM index axis of DiT: the network sees the integer index 0..T-1 unchanged."""
+
+    def __init__(self, num_timesteps: int = 1000):
+        if int(num_timesteps) != num_timesteps or num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
+        self.num_timesteps = int(num_timesteps)
+
+    def to_network(self, index: Tensor) -> Tensor:
+        index = torch.as_tensor(index)
+        if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+            raise TypeError(f"DiscreteTime expects an integer index tensor, got dtype {index.dtype}")
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_timesteps):
+            raise ValueError(
+                f"index out of range [0, {self.num_timesteps - 1}]: "
+                f"min {int(index.min())}, max {int(index.max())}"
+            )
+        return index
+
+    def wrap(self, net: Callable) -> Callable:
+        """f(x, index, y) = net(x, index, y) after checking the index range."""
+
+        def f(x, index, y=None):
+            return net(x, self.to_network(index), y)
+
+        return f
+
+    def __repr__(self):
+        return f"DiscreteTime(num_timesteps={self.num_timesteps})"
