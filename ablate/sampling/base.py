@@ -1,0 +1,90 @@
+"""What every sampler shares: the output record, the model-calling convention and the prediction algebra.
+
+Signature of every sampler (k-diffusion's habit, one for all)::
+
+    sampler(model, z, y=None, *, noise=None, generator=None, return_trajectory=False) -> SampleOutput
+
+``model(x, t, y)`` takes paper time t (float [B], t = 0 data, t = 1 noise) and returns the prediction of the
+declared type (``noise``/``score``/``velocity``/``x0``); ``z`` is the initial noise at t_max.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..transport.interpolants import Interpolant, PathCoefficients
+from ..transport.predictions import convert, validate_prediction
+from .guidance import guided
+from .nfe import NFECounter
+
+__all__ = ["SampleOutput", "Field", "BaseSampler"]
+
+
+@dataclass
+class SampleOutput:
+    """``x``: the samples; ``nfe``: counted network evaluations; ``trajectory``: states [x_tmax, ..., x] or
+    None;
+    ``times``: the float64 paper times of the trajectory's states (None for adaptive solvers without a
+    record)."""
+
+    x: Tensor
+    nfe: int
+    trajectory: list[Tensor] | None = None
+    times: list[float] | None = field(default=None)
+
+
+class Field:
+    """The velocity and score implied by one model evaluation at (x, t) (SiT eq. 9 by algebra: one NFE)."""
+
+    def __init__(self, interpolant: Interpolant, prediction: str):
+        self.interpolant = interpolant
+        self.prediction = validate_prediction(prediction)
+
+    def coefficients(self, t: float, like: Tensor) -> PathCoefficients:
+        c = self.interpolant(torch.tensor(float(t), dtype=torch.float64))
+        return PathCoefficients(*(v.to(like.dtype) for v in (c.alpha, c.sigma, c.d_alpha, c.d_sigma)))
+
+    def evaluate(self, model: Callable, x: Tensor, t: float, y=None) -> tuple[Tensor, PathCoefficients]:
+        tb = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+        return model(x, tb, y), self.coefficients(t, x)
+
+    def to(self, pred: Tensor, dst: str, x: Tensor, c: PathCoefficients) -> Tensor:
+        return convert(pred, self.prediction, dst, x, c)
+
+
+class BaseSampler:
+    """Holds the guidance settings and wraps the model (guidance, then NFE counting)."""
+
+    name = "sampler"
+
+    def __init__(
+        self, guidance_scale: float = 1.0, null_class: int | None = None, legacy_channels: int | None = None
+    ):
+        g = float(guidance_scale)
+        if not (g >= 0 and math.isfinite(g)):
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        if g != 1.0 and null_class is None:
+            raise ValueError(f"guidance_scale={g} needs null_class (the label of the unconditional class)")
+        self.guidance_scale, self.null_class, self.legacy_channels = g, null_class, legacy_channels
+
+    def wrap(self, model: Callable) -> NFECounter:
+        if self.guidance_scale != 1.0:
+            model = guided(model, self.guidance_scale, self.null_class, self.legacy_channels)
+        return NFECounter(model)
+
+    @property
+    def tag(self) -> str:
+        raise NotImplementedError
+
+    def __call__(
+        self, model, z, y=None, *, noise=None, generator=None, return_trajectory=False
+    ) -> SampleOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tag={self.tag!r})"

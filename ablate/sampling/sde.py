@@ -1,0 +1,147 @@
+"""Reverse-SDE samplers with the paper's diffusion coefficient w_t (SiT eq. 4), paper time, from t_max down:
+
+.. math::
+    dX_t = \\big[v(X_t, t) - \\tfrac12 w_t\\, s(X_t, t)\\big] dt + \\sqrt{w_t}\\, d\\bar W_t
+
+Grid (SiT's ``sde`` integrator, mapped to paper time): ``steps`` float64 points from t_max to t_min;
+stochastic steps at the first ``steps - 1`` points (h_i = t_{i+1} - t_i < 0), then the last step from t_min
+to 0:
+
+- Euler-Maruyama (``em``): x_{i+1} = x_i + h_i f(x_i, t_i) + sqrt(w_{t_i} |h_i|) xi_i, f = v - w s / 2
+  (1 NFE: velocity and score come from the *same* evaluation by eq. 9; the SiT code spends 2).
+- stochastic Heun (``heun``, SiT's): x^ = x_i + sqrt(w_{t_i} |h_i|) xi_i, K1 = f(x^, t_i),
+  K2 = f(x^ + h_i K1, t_{i+1}), x_{i+1} = x^ + h_i (K1 + K2) / 2  (2 NFE).
+- last step (size ``last_step_size`` = t_min, default 0.04), no noise: ``none`` (stop at t_min = eps, 0 NFE),
+  ``mean`` x - size f(x, t_min), ``euler`` x - size v(x, t_min), ``tweedie`` E[x_0 | x_{t_min}] =
+  (x + sigma^2 s) / alpha (1 NFE each).
+
+So ``steps`` counts the last step, as SiT's ``num_steps`` does: EM with 250 steps and the mean last step is
+249 EM steps + 1 last step = 250 NFE. The interval comes from
+:func:`ablate.transport.defaults.sample_interval` (t_max = 1 - eps where w is infinite at t = 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..transport.defaults import sample_interval
+from ..transport.diffusion import Diffusion
+from .base import BaseSampler, Field, SampleOutput
+from .grids import time_grid
+from .noise import step_noise_source
+
+__all__ = ["SDESampler", "SDE_METHODS", "LAST_STEPS"]
+
+SDE_METHODS = ("em", "heun")
+LAST_STEPS = ("none", "mean", "tweedie", "euler")
+
+
+class SDESampler(BaseSampler):
+    """Sample the reverse SDE with ``method`` and coefficient ``diffusion`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        interpolant,
+        prediction: str,
+        diffusion: Diffusion,
+        method: str = "em",
+        steps: int = 250,
+        *,
+        last_step: str | None = "mean",
+        last_step_size: float = 0.04,
+        sample_eps: float | None = None,
+        t_max: float | None = None,
+        grid: str = "uniform",
+        **guidance,
+    ):
+        super().__init__(**guidance)
+        if method not in SDE_METHODS:
+            raise ValueError(f"unknown SDE solver {method!r}; valid choices: {list(SDE_METHODS)}")
+        last_step = "none" if last_step is None else last_step
+        if last_step not in LAST_STEPS:
+            raise ValueError(f"unknown last_step {last_step!r}; valid choices: {list(LAST_STEPS)}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+            raise ValueError(
+                f"SDE steps must be an integer >= 2 (grid points, the last step included), got {steps!r}"
+            )
+        size = float(last_step_size)
+        if last_step != "none" and not (0 < size < 0.5):
+            raise ValueError(
+                f"last_step_size must be in (0, 0.5) for last_step={last_step!r}, got {last_step_size!r}"
+            )
+        if not isinstance(diffusion, Diffusion):
+            raise TypeError(
+                f"diffusion must be a Diffusion (see get_diffusion), got {type(diffusion).__name__}"
+            )
+        self.field, self.diffusion = Field(interpolant, prediction), diffusion
+        self.method, self.steps, self.last_step = method, steps, last_step
+        self.last_step_size = 0.0 if last_step == "none" else size
+        self.t_min, hi = sample_interval(
+            interpolant.name,
+            prediction,
+            sde=True,
+            noise_singular=diffusion.singular_at_noise_end,
+            last_step_size=self.last_step_size,
+            eps=sample_eps,
+        )
+        self.t_max = hi if t_max is None else float(t_max)
+        self.times = time_grid(self.t_max, self.t_min, steps, grid)
+        self.w = diffusion(self.times).tolist()  # float64; refuses t = 1 where w is infinite
+        self.name = f"sde_{method}"
+
+    @property
+    def expected_nfe(self) -> int:
+        per = 1 if self.method == "em" else 2
+        return per * (self.steps - 1) + (self.last_step != "none")
+
+    @property
+    def tag(self) -> str:
+        d = self.diffusion.name + ("" if self.diffusion.norm == 1.0 else f"x{self.diffusion.norm:g}")
+        last = "" if (self.last_step, self.last_step_size) == ("mean", 0.04) else f"-last_{self.last_step}"
+        return f"{self.name}-{d}-nfe{self.expected_nfe}{last}-cfg{self.guidance_scale}"
+
+    def drift(self, model, x, t: float, w: float, y):
+        """f = v - w s / 2 and the velocity v, from one evaluation (the score is skipped where w = 0)."""
+        pred, c = self.field.evaluate(model, x, t, y)
+        v = self.field.to(pred, "velocity", x, c)
+        if w == 0:
+            return v, v
+        return v - 0.5 * w * self.field.to(pred, "score", x, c), v
+
+    def __call__(
+        self, model, z, y=None, *, noise=None, generator=None, return_trajectory=False
+    ) -> SampleOutput:
+        m = self.wrap(model)
+        xi = step_noise_source(noise, generator, z)
+        ts, ws = self.times.tolist(), self.w
+        x, traj = z, [z] if return_trajectory else None
+        for i in range(self.steps - 1):
+            t, h, w = ts[i], ts[i + 1] - ts[i], ws[i]
+            kick = math.sqrt(w * -h) * xi(i)
+            if self.method == "em":
+                x = x + h * self.drift(m, x, t, w, y)[0] + kick
+            else:
+                xh = x + kick
+                k1 = self.drift(m, xh, t, w, y)[0]
+                k2 = self.drift(m, xh + h * k1, ts[i + 1], ws[i + 1], y)[0]
+                x = xh + 0.5 * h * (k1 + k2)
+            if traj is not None:
+                traj.append(x)
+        x = self._last(m, x, y)
+        times = None
+        if return_trajectory:
+            times = ts
+            if self.last_step != "none":
+                traj.append(x)
+                times = ts + [0.0]
+        return SampleOutput(x, m.nfe, traj, times)
+
+    def _last(self, m, x, y):
+        if self.last_step == "none":
+            return x
+        t, size = self.t_min, self.last_step_size
+        if self.last_step == "tweedie":
+            pred, c = self.field.evaluate(m, x, t, y)
+            return self.field.to(pred, "x0", x, c)
+        f, v = self.drift(m, x, t, self.w[-1], y)
+        return x - size * (f if self.last_step == "mean" else v)

@@ -1,0 +1,354 @@
+"""SDE diffusion coefficients w_t (the SiT *paper's* w), chosen at sampling time, never at training time.
+
+The reverse-time SDE of SiT (arXiv 2401.08740, eq. 4), paper time (t = 0 data, t = 1 noise), integrated from
+t = 1 down to t = 0:
+
+.. math::
+    dX_t = \\big[v(X_t, t) - \\tfrac12 w_t\\, s(X_t, t)\\big] dt + \\sqrt{w_t}\\, d\\bar W_t
+
+Any w_t >= 0 gives the same marginals as the probability-flow ODE (w = 0). Each coefficient below carries a
+norm
+multiplier ``norm`` (SiT's ``diffusion_norm``) and gives its formula in its docstring.
+
+The SiT *repository* uses its own time s = 1 - t and a coefficient D_s with noise sqrt(2 D): the paper's
+w_t = 2 D_{1-t}. :func:`from_sit` reproduces its ``compute_diffusion`` forms exactly under that mapping.
+
+Endpoints: w_KL = 2 lambda_t is +inf at t = 1 for linear and GVP (alpha_1 = 0). Such coefficients report
+``singular_at_noise_end = True`` and refuse t = 1 with :class:`EndpointError`, so the sampler asks
+:func:`ablate.transport.defaults.sample_interval` for ``noise_singular=True`` and starts at 1 - eps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .interpolants import Interpolant
+from .predictions import EndpointError, convert, validate_prediction
+
+__all__ = [
+    "Diffusion",
+    "WKL",
+    "Sigma",
+    "Sin2",
+    "Constant",
+    "LinearW",
+    "Decreasing",
+    "WKLEta",
+    "SiTDiffusion",
+    "LossCurve",
+    "estimate_loss_curve",
+    "DIFFUSIONS",
+    "SIT_FORMS",
+    "get_diffusion",
+    "from_sit",
+]
+
+
+def _t(t) -> Tensor:
+    t = torch.as_tensor(t)
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
+class Diffusion:
+    """Base class: ``w(t)`` returns the paper's w_t (>= 0) with the shape and dtype of t (paper time)."""
+
+    name = "diffusion"
+    singular_at_noise_end = False
+
+    def __init__(self, interpolant: Interpolant, norm: float = 1.0):
+        norm = float(norm)
+        if not (norm >= 0 and math.isfinite(norm)):
+            raise ValueError(f"diffusion norm must be a finite number >= 0, got {norm!r}")
+        self.interpolant = interpolant
+        self.norm = norm
+
+    def w(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, t, check: bool = True) -> Tensor:
+        t = _t(t)
+        if check and self.singular_at_noise_end and bool((t >= 1).any()):
+            raise EndpointError(
+                f"diffusion {self.name!r} is infinite at t = 1 for interpolant {self.interpolant.name!r}: "
+                "start the SDE at 1 - eps (sample_interval(..., noise_singular=True))"
+            )
+        return self.w(t)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(interpolant={self.interpolant!r}, norm={self.norm})"
+
+
+class WKL(Diffusion):
+    """w_t = norm * w_KL, w_KL = 2 lambda_t = 2 (sigma'_t sigma_t - alpha'_t sigma_t^2 / alpha_t) (SiT eq.
+    13).
+
+    The coefficient that minimises the KL bound between the data and the SDE's samples for a score error (SiT
+    Sec. 2.4; Albergo et al. 2023); for VP it is beta(t), the DDPM SDE. Infinite at t = 1 where alpha_1 = 0.
+    """
+
+    name = "w_kl"
+
+    def __init__(self, interpolant, norm=1.0):
+        super().__init__(interpolant, norm)
+        self.singular_at_noise_end = interpolant.alpha_vanishes_at_noise_end()
+
+    def w(self, t):
+        return self.norm * 2 * self.interpolant.lambda_(t)
+
+
+class Sigma(Diffusion):
+    """w_t = norm * sigma_t (SiT Table 6 column "sigma_t")."""
+
+    name = "sigma"
+
+    def w(self, t):
+        return self.norm * self.interpolant.sigma(t)
+
+
+class Sin2(Diffusion):
+    """w_t = norm * sin^2(pi t) (SiT Table 6 column "sin^2(pi t)"; SiT code "increasing-decreasing")."""
+
+    name = "sin2"
+
+    def w(self, t):
+        return self.norm * torch.sin(math.pi * t) ** 2
+
+
+class Constant(Diffusion):
+    """w_t = norm (constant)."""
+
+    name = "constant"
+
+    def w(self, t):
+        return torch.full_like(t, self.norm)
+
+
+class LinearW(Diffusion):
+    """w_t = norm * t: largest at the noise end, decreasing linearly along the sampling direction."""
+
+    name = "linear"
+
+    def w(self, t):
+        return self.norm * t
+
+
+class Decreasing(Diffusion):
+    """w_t = norm * sin^4(pi t / 2) = norm * (1 - cos(pi t))^2 / 4: 1 at the noise end, decreasing smoothly
+    (flat)
+    to 0 at the data end along the sampling direction (the shape of SiT's "decreasing" form at norm 1).
+    """
+
+    name = "decreasing"
+
+    def w(self, t):
+        return self.norm * torch.sin(0.5 * math.pi * t) ** 4
+
+
+class LossCurve:
+    """A per-time loss estimate L_t, linear interpolation between float64 knots (constant beyond the ends)."""
+
+    def __init__(self, t, loss):
+        t = torch.as_tensor(t, dtype=torch.float64).flatten()
+        loss = torch.as_tensor(loss, dtype=torch.float64).flatten()
+        if t.numel() != loss.numel() or t.numel() == 0:
+            raise ValueError(
+                f"LossCurve needs equally many knots and values, got {t.numel()} and {loss.numel()}"
+            )
+        if bool((loss < 0).any()) or not bool(torch.isfinite(loss).all()):
+            raise ValueError(f"LossCurve values must be finite and >= 0, got {loss.tolist()[:8]}")
+        order = torch.argsort(t)
+        self.t, self.loss = t[order], loss[order]
+
+    @classmethod
+    def constant(cls, value: float) -> "LossCurve":
+        return cls([0.0, 1.0], [value, value])
+
+    def __call__(self, t: Tensor) -> Tensor:
+        tt = _t(t).to(torch.float64).clamp(self.t[0], self.t[-1])
+        if self.t.numel() == 1:
+            return self.loss.expand_as(tt).to(_t(t).dtype)
+        i = torch.searchsorted(self.t, tt, right=True).clamp(1, self.t.numel() - 1)
+        t0, t1, l0, l1 = self.t[i - 1], self.t[i], self.loss[i - 1], self.loss[i]
+        return (l0 + (l1 - l0) * (tt - t0) / (t1 - t0)).to(_t(t).dtype)
+
+
+class WKLEta(Diffusion):
+    """Cost-regularised w_KL,eta (SiT eq. 14; absent from the SiT code, and its eta was not published).
+
+    The equation text could not be retrieved offline; this is the reading derived from the bound behind w_KL.
+    With one velocity model the score error follows the velocity error, s_hat - s = -(v_hat - v) /
+    lambda_t, so
+    the drift error of the SDE is (v_hat - v)(1 + w/(2 lambda)), and Girsanov bounds the KL by
+    int L_t (1 + w/(2 lambda))^2 / (2 w) dt with L_t = E|v_hat - v|^2. Adding the cost eta * int w_t dt of
+    the injected noise and minimising pointwise in w gives
+
+    .. math::
+        w^{KL,\\eta}_t = \\frac{2}{\\sqrt{\\lambda_t^{-2} + 8\\eta / L_t}} \\quad (\\times\\ \\text{norm})
+
+    eta = 0 recovers w_KL = 2 lambda_t; L_t -> 0 (a perfect model) gives w -> 0 (the ODE); at t = 1 where
+    lambda = inf (linear, GVP) the limit sqrt(L_1 / (2 eta)) is finite and is taken explicitly. ``loss`` is
+    a :class:`LossCurve` (e.g. from :func:`estimate_loss_curve`), a callable of t, or a number; L_t and eta
+    are per dimension (mean over dimensions, the training loss's scale).
+    """
+
+    name = "w_kl_eta"
+
+    def __init__(self, interpolant, norm=1.0, *, eta: float = 0.0, loss=None):
+        super().__init__(interpolant, norm)
+        eta = float(eta)
+        if not (eta >= 0 and math.isfinite(eta)):
+            raise ValueError(f"w_kl_eta needs a finite eta >= 0, got eta={eta!r}")
+        if loss is None:
+            if eta > 0:
+                raise ValueError(
+                    "w_kl_eta with eta > 0 needs a per-time loss L_t: pass loss=LossCurve(...) "
+                    "(see estimate_loss_curve) or a number"
+                )
+            loss = 1.0
+        self.eta = eta
+        self.loss = LossCurve.constant(float(loss)) if isinstance(loss, (int, float)) else loss
+        self.singular_at_noise_end = eta == 0 and interpolant.alpha_vanishes_at_noise_end()
+
+    def w(self, t):
+        lam = self.interpolant.lambda_(t)
+        at_noise_end = (t >= 1) & self.interpolant.alpha_vanishes_at_noise_end()
+        inv_lam2 = torch.where(at_noise_end, torch.zeros_like(t), 1 / lam**2)  # lambda = 0 at t = 0 -> inf
+        if self.eta == 0:
+            return self.norm * 2 * lam
+        loss = self.loss(t).to(t.dtype)
+        cost = torch.where(loss > 0, 8 * self.eta / loss, torch.full_like(t, math.inf))
+        return self.norm * 2 / torch.sqrt(inv_lam2 + cost)
+
+    def __repr__(self):
+        return f"WKLEta(interpolant={self.interpolant!r}, norm={self.norm}, eta={self.eta})"
+
+
+@torch.no_grad()
+def estimate_loss_curve(
+    model: Callable,
+    data: Tensor,
+    interpolant: Interpolant,
+    prediction: str,
+    *,
+    y=None,
+    t=None,
+    num_t: int = 32,
+    t_min: float = 0.01,
+    t_max: float = 0.99,
+    repeats: int = 1,
+    generator=None,
+) -> LossCurve:
+    """Estimate L_t = E|v_hat(x_t, t) - (alpha'_t x + sigma'_t eps)|^2 / dim on held-out data, for w_KL,eta.
+
+    ``model(x, t, y)`` predicts ``prediction`` in paper time; its output is converted to a velocity. This
+    is the
+    training loss at each t (mean over dimensions), which upper-bounds the excess error E|v_hat - v|^2 by the
+    irreducible conditional variance. Knots: ``t`` (float64) or ``num_t`` uniform points in [t_min, t_max].
+    """
+    validate_prediction(prediction)
+    knots = (
+        torch.linspace(t_min, t_max, num_t, dtype=torch.float64)
+        if t is None
+        else torch.as_tensor(t, dtype=torch.float64).flatten()
+    )
+    losses = []
+    for tk in knots.tolist():
+        acc = 0.0
+        for _ in range(repeats):
+            eps = torch.randn(data.shape, generator=generator, dtype=data.dtype, device=data.device)
+            tb = torch.full((data.shape[0],), tk, dtype=data.dtype, device=data.device)
+            c = interpolant(torch.tensor(tk, dtype=torch.float64)).like(data)
+            c = type(c)(
+                *(torch.as_tensor(v, dtype=data.dtype) for v in (c.alpha, c.sigma, c.d_alpha, c.d_sigma))
+            )
+            x_t = c.alpha * data + c.sigma * eps
+            v_hat = convert(model(x_t, tb, y), prediction, "velocity", x_t, c)
+            target = c.d_alpha * data + c.d_sigma * eps
+            acc += float(((v_hat - target) ** 2).mean())
+        losses.append(acc / repeats)
+    return LossCurve(knots, losses)
+
+
+class SiTDiffusion(Diffusion):
+    """The SiT repository's ``compute_diffusion(form, norm)`` as the paper's w (w = 2 D, its noise sqrt(2 D)),
+    with SiT's time s = 1 - t. Forms (SiT code -> paper w_t):
+
+    - ``constant``:   D = norm                              -> w = 2 norm
+    - ``SBDM``:       D = norm (alpha'/alpha sigma^2 - sigma sigma')(s) = norm lambda_t  -> w = norm w_KL
+    - ``sigma``:      D = norm sigma                        -> w = 2 norm sigma_t
+    - ``linear``:     D = norm (1 - s)                      -> w = 2 norm t
+    - ``decreasing``: D = (norm cos(pi s) + 1)^2 / 4        -> w = (1 - norm cos(pi t))^2 / 2 (norm *inside*)
+    - ``increasing-decreasing`` (spelt ``inccreasing-decreasing`` in the SiT code, which made the correct
+      spelling unreachable there; both spellings are accepted here): D = norm sin^2(pi s) -> w = 2 norm
+      sin^2(pi t)
+    """
+
+    def __init__(self, interpolant, form: str, norm=1.0):
+        super().__init__(interpolant, norm)
+        if form not in SIT_FORMS:
+            raise ValueError(f"unknown SiT diffusion form {form!r}; valid choices: {sorted(SIT_FORMS)}")
+        self.form = SIT_FORMS[form]
+        self.name = f"sit_{self.form}"
+        self.singular_at_noise_end = self.form == "SBDM" and interpolant.alpha_vanishes_at_noise_end()
+
+    def w(self, t):
+        n, f = self.norm, self.form
+        if f == "constant":
+            return torch.full_like(t, 2 * n)
+        if f == "SBDM":
+            return n * 2 * self.interpolant.lambda_(t)
+        if f == "sigma":
+            return 2 * n * self.interpolant.sigma(t)
+        if f == "linear":
+            return 2 * n * t
+        if f == "decreasing":
+            return 0.5 * (1 - n * torch.cos(math.pi * t)) ** 2
+        return 2 * n * torch.sin(math.pi * t) ** 2  # increasing-decreasing
+
+    def __repr__(self):
+        return f"SiTDiffusion(form={self.form!r}, interpolant={self.interpolant!r}, norm={self.norm})"
+
+
+SIT_FORMS = {
+    "constant": "constant",
+    "SBDM": "SBDM",
+    "sigma": "sigma",
+    "linear": "linear",
+    "decreasing": "decreasing",
+    "increasing-decreasing": "increasing-decreasing",
+    "inccreasing-decreasing": "increasing-decreasing",
+}
+
+DIFFUSIONS: dict[str, type[Diffusion]] = {
+    "w_kl": WKL,
+    "sigma": Sigma,
+    "sin2": Sin2,
+    "constant": Constant,
+    "linear": LinearW,
+    "decreasing": Decreasing,
+    "w_kl_eta": WKLEta,
+}
+
+
+def get_diffusion(name: str | Diffusion, interpolant: Interpolant, norm: float = 1.0, **kw) -> Diffusion:
+    """Build a coefficient by name (:data:`DIFFUSIONS`); ``sit:<form>`` builds :func:`from_sit` forms."""
+    if isinstance(name, Diffusion):
+        return name
+    if isinstance(name, str) and name.startswith("sit:"):
+        return from_sit(name[4:], interpolant, norm)
+    if name not in DIFFUSIONS:
+        raise ValueError(
+            f"unknown diffusion {name!r}; valid choices: {sorted(DIFFUSIONS)} or 'sit:<form>' "
+            f"with form in {sorted(SIT_FORMS)}"
+        )
+    return DIFFUSIONS[name](interpolant, norm, **kw)
+
+
+def from_sit(form: str, interpolant: Interpolant, norm: float = 1.0) -> SiTDiffusion:
+    """The SiT repository's diffusion ``form`` with its ``diffusion_norm``, as the paper's w (see
+    SiTDiffusion)."""
+    return SiTDiffusion(interpolant, form, norm)
