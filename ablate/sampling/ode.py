@@ -85,7 +85,7 @@ class ODESampler(BaseSampler):
     def tag(self) -> str:
         n = self.expected_nfe
         budget = f"nfe{n}" if n is not None else f"tol{self.rtol:g}"
-        return f"{self.name}-{budget}-cfg{self.guidance_scale:g}"
+        return f"{self.name}-{budget}-cfg{self.guidance_scale}"
 
     def velocity(self, model, x, t, y):
         pred, c = self.field.evaluate(model, x, t, y)

@@ -34,7 +34,8 @@ class GaussianOracle:
             r = (x.to(torch.float64) - m) / v_t
             x0 = self.mu + c.alpha * self.s**2 * r
             eps = c.sigma * r
-            out = {"x0": x0, "noise": eps, "score": -r, "velocity": c.d_alpha * x0 + c.d_sigma * eps}[prediction]
+            out = {"x0": x0, "noise": eps, "score": -r, "velocity": c.d_alpha * x0 + c.d_sigma *
+            eps}[prediction]
             return out.to(x.dtype)
 
         return f

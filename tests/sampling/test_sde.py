@@ -32,14 +32,16 @@ def test_sde_marginals_match_data(method, diffusion, last_step):
                             diffusion_kwargs=_kw(diffusion), last_step=last_step, sample_eps=1e-3)
     out = sampler(oracle.model("velocity"), _z(4000), generator=torch.Generator().manual_seed(1))
     mean, var = out.x.mean(0), out.x.var(0)
-    # 4000 x 2 draws: the standard error of the mean is 0.011, of the variance ~2.2 %; discretisation adds a bit.
+    # 4000 x 2 draws: the standard error of the mean is 0.011, of the variance ~2.2 %; discretisation adds
+    # a bit.
     assert torch.allclose(mean, torch.tensor(MU, dtype=torch.float64), atol=0.06), mean
     assert torch.allclose(var, torch.full((2,), S**2, dtype=torch.float64), rtol=0.12), var
     assert out.nfe == sampler.expected_nfe
 
 
 def test_sde_heun_refuses_score_at_sigma_zero():
-    """With no last step the velocity SDE interval reaches t = 0, where the score of a velocity model is 0/0."""
+    """With no last step the velocity SDE interval reaches t = 0, where the score of a velocity model is
+    0/0."""
     interp = get_interpolant("linear")
     oracle = GaussianOracle(interp, MU, S)
     sampler = build_sampler("sde_heun", interpolant=interp, steps=5, diffusion="constant", last_step="none")
@@ -115,7 +117,8 @@ def test_em_replays_sit_trajectory(interp, form):
     ours = sampler(oracle.model("velocity"), z, noise=noises).x
     t0 = 1 - sampler.t_max
     vel = oracle.model("velocity")
-    ref = _sit_em(_sit_plan(interp), lambda x, t: vel(x, t.expand(x.shape[0])), z, form, 0.8, n, t0, size, noises)
+    ref = _sit_em(_sit_plan(interp), lambda x, t: vel(x, t.expand(x.shape[0])), z, form, 0.8, n, t0, size,
+    noises)
     assert torch.allclose(ours, ref, atol=1e-10, rtol=1e-10), (ours - ref).abs().max()
 
 
@@ -126,7 +129,8 @@ def test_per_image_noise_is_batch_independent():
     sampler = build_sampler("sde_em", interpolant=interp, steps=12)
     seeds = [11, 5, 7, 42, 0, 3]
     full = PerImageNoise(seeds, (2,), dtype=torch.float64)
-    a, b = PerImageNoise(seeds[:2], (2,), dtype=torch.float64), PerImageNoise(seeds[2:], (2,), dtype=torch.float64)
+    a, b = PerImageNoise(seeds[:2], (2,), dtype=torch.float64), PerImageNoise(seeds[2:], (2,),
+    dtype=torch.float64)
     assert torch.equal(full.z, torch.cat([a.z, b.z]))
     assert torch.equal(full(4), torch.cat([a(4), b(4)]))
     assert not torch.equal(full(4), full(5))
@@ -151,7 +155,8 @@ def test_bad_values_raise():
         SDESampler(interp, "velocity", w, guidance_scale=-1.0, null_class=10)
     with pytest.raises(ValueError, match="shape"):
         build_sampler("sde", interpolant=interp, steps=4)(
-            GaussianOracle(interp, MU, S).model("velocity"), _z(3), noise=torch.zeros(3, 5, 2, dtype=torch.float64)
+            GaussianOracle(interp, MU, S).model("velocity"), _z(3), noise=torch.zeros(3, 5, 2,
+            dtype=torch.float64)
         )
 
 
