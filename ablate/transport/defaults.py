@@ -1,5 +1,6 @@
 """One table of endpoint epsilons (STYLE habit 8), keyed by interpolant x prediction, and the time intervals
-they imply for training and sampling. Paper time: t = 0 data, t = 1 noise; samplers go from t_max down to t_min.
+they imply for training and sampling. Paper time: t = 0 data, t = 1 noise; samplers go from t_max down to
+t_min.
 
 SiT's defaults (its ``create_transport`` and ``check_interval``, converted to paper time):
 
@@ -76,7 +77,7 @@ def sample_interval(
     last_step_size: float = 0.0,
     eps: float | None = None,
 ) -> tuple[float, float]:
-    """(t_min, t_max) for sampling, in paper time: integrate from t_max (noise side) down to t_min (data side).
+    """(t_min, t_max) for sampling, in paper time: integrate from t_max (noise side) to t_min (data side).
 
     ``noise_singular``: the SDE diffusion coefficient is infinite at t = 1 (w_KL on linear/gvp).
     ``last_step_size``: the SDE stops at t = last_step_size and a separate last step goes to 0 (0 = none).

@@ -6,11 +6,13 @@ prediction conversions live in their own modules and only consume :class:`PathCo
 Conventions (DESIGN.md section 1, SiT paper arXiv 2401.08740, Sec. 2 and Table 4):
 
 .. math::
-    x_t = \\alpha_t x_* + \\sigma_t \\varepsilon,\\qquad v_t = \\dot\\alpha_t x_* + \\dot\\sigma_t \\varepsilon
+    x_t = \\alpha_t x_* + \\sigma_t \\varepsilon,\\qquad
+    v_t = \\dot\\alpha_t x_* + \\dot\\sigma_t \\varepsilon
 
 - ``linear``: alpha = 1 - t, sigma = t.
-- ``gvp``:    alpha = cos(pi t / 2), sigma = sin(pi t / 2), computed as sin(pi (1 - t) / 2) so that alpha(1) is an
-  exact 0 (``cos(pi/2)`` is 6e-17 in floating point, which would turn endpoint divisions into huge finite numbers).
+- ``gvp``:    alpha = cos(pi t / 2), sigma = sin(pi t / 2); alpha is computed as sin(pi (1 - t) / 2) so that
+  alpha(1) is an exact 0 (``cos(pi/2)`` is 6e-17 in floating point, which would turn endpoint divisions into
+  huge finite numbers).
 - ``vp``:     log alpha = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min, sigma = sqrt(1 - alpha^2)
   (SBDM-VP, the DDPM SDE; beta_min = 0.1, beta_max = 20). sigma'(0) is infinite.
 
@@ -40,7 +42,7 @@ __all__ = [
 
 
 def expand_like(c: Tensor, x: Tensor) -> Tensor:
-    """Reshape a per-sample coefficient of shape [B] (or a scalar) to broadcast against x of shape [B, ...]."""
+    """Reshape a per-sample coefficient [B] (or a scalar) to broadcast against x of shape [B, ...]."""
     c = torch.as_tensor(c, dtype=x.dtype, device=x.device)
     if c.ndim == 0:
         return c
@@ -58,7 +60,8 @@ class PathCoefficients:
 
     def like(self, x: Tensor) -> "PathCoefficients":
         """The same coefficients reshaped to broadcast against a batch x of shape [B, ...]."""
-        return PathCoefficients(*(expand_like(c, x) for c in (self.alpha, self.sigma, self.d_alpha, self.d_sigma)))
+        coefs = (self.alpha, self.sigma, self.d_alpha, self.d_sigma)
+        return PathCoefficients(*(expand_like(c, x) for c in coefs))
 
 
 class Interpolant:
@@ -143,7 +146,7 @@ class Linear(Interpolant):
 class GVP(Interpolant):
     """alpha_t = cos(pi t / 2), sigma_t = sin(pi t / 2) (SiT "GVP": alpha^2 + sigma^2 = 1).
 
-    alpha is evaluated as sin(pi (1 - t) / 2) and alpha' as -pi/2 cos(pi (1 - t) / 2) ... so both ends are exact.
+    alpha and sigma' are evaluated through sin(pi (1 - t) / 2), so alpha(1) = sigma'(1) = 0 exactly.
     """
 
     name = "gvp"
@@ -170,7 +173,7 @@ class GVP(Interpolant):
 
 class VP(Interpolant):
     """SBDM-VP (the DDPM SDE): log alpha_t = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min,
-    sigma_t = sqrt(1 - alpha_t^2).  alpha(1) ~ 0.0066 (not exactly Gaussian at the noise end), sigma'(0) = +inf.
+    sigma_t = sqrt(1 - alpha_t^2). alpha(1) ~ 0.0066 (not exactly Gaussian at the noise end), sigma'(0) = inf.
 
     sigma is computed as sqrt(-expm1(2 log alpha)) for accuracy near t = 0.
     """
@@ -179,7 +182,9 @@ class VP(Interpolant):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         if not (0 <= beta_min < beta_max):
-            raise ValueError(f"VP needs 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+            raise ValueError(
+                f"VP needs 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}"
+            )
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
 
@@ -208,7 +213,7 @@ class VP(Interpolant):
         return 0.5 * a * a * self.beta(t) / self.sigma(t)
 
     def lambda_(self, t):
-        # sigma sigma' - alpha' sigma^2 / alpha = -(alpha'/alpha)(alpha^2 + sigma^2) = beta(t) / 2: finite everywhere.
+        # sigma sigma' - alpha' sigma^2 / alpha = -(alpha'/alpha)(alpha^2 + sigma^2) = beta(t) / 2: finite.
         return 0.5 * self.beta(t)
 
     def __repr__(self):

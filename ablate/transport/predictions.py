@@ -12,16 +12,19 @@ four are affine in (x0, eps) given x_t. From the velocity (solving the 2x2 syste
 det = alpha sigma' - sigma alpha'):
 
 .. math::
-    \\hat x_0 = (\\sigma' x_t - \\sigma v) / \\det,\\qquad \\hat\\varepsilon = (\\alpha v - \\alpha' x_t) / \\det
+    \\hat x_0 = (\\sigma' x_t - \\sigma v) / \\det,\\qquad
+    \\hat\\varepsilon = (\\alpha v - \\alpha' x_t) / \\det
 
 and so the score from the velocity (SiT eq. 9)
 
 .. math::
-    s = -\\hat\\varepsilon / \\sigma = \\frac{\\alpha v - \\alpha' x_t}{\\sigma (\\alpha' \\sigma - \\alpha \\sigma')}
-      ,\\qquad v = \\frac{\\alpha'}{\\alpha} x_t - \\lambda_t s,\\ \\lambda_t = \\sigma\\sigma' - \\alpha'\\sigma^2/\\alpha.
+    s = -\\hat\\varepsilon / \\sigma
+      = \\frac{\\alpha v - \\alpha' x_t}{\\sigma (\\alpha' \\sigma - \\alpha \\sigma')},\\qquad
+    v = \\frac{\\alpha'}{\\alpha} x_t - \\lambda_t s,\\
+    \\lambda_t = \\sigma\\sigma' - \\alpha'\\sigma^2/\\alpha.
 
-Endpoints: a conversion that divides by a coefficient that is exactly zero at the given t (sigma at the data end
-for anything -> score or x0 -> noise; alpha at the noise end of linear/GVP for noise/score -> x0/velocity)
+Endpoints: a conversion that divides by a coefficient that is exactly zero at the given t (sigma at the data
+end for anything -> score or x0 -> noise; alpha at the noise end of linear/GVP for noise/score -> x0/velocity)
 raises :class:`EndpointError` naming the conversion and t, rather than returning inf/NaN. Pass ``check=False``
 to skip the check (one host sync) inside hot loops whose time grid was validated up front.
 """
@@ -91,7 +94,7 @@ def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, c: PathCoefficients, check: 
 
 
 def convert(pred: Tensor, src: str, dst: str, x_t: Tensor, c: PathCoefficients, check: bool = True) -> Tensor:
-    """Convert a prediction of type ``src`` at (x_t, t) into type ``dst``. ``c = interpolant(t).like(x_t)``."""
+    """Convert a prediction of type ``src`` at (x_t, t) into ``dst``; ``c = interpolant(t).like(x_t)``."""
     validate_prediction(src)
     validate_prediction(dst)
     if src == dst:

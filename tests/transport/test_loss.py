@@ -202,3 +202,16 @@ def test_shape_checks():
         obj.loss(lambda x, t, y: x[:, :1], X0, t=T, noise=EPS)
     with pytest.raises(ValueError, match="noise shape"):
         obj.loss(model, X0, t=T, noise=EPS[:, :1])
+
+
+@pytest.mark.parametrize("name", ["linear", "gvp", "vp"])
+def test_sit_drift_var_in_reversed_time_equals_lambda(name):
+    """SiT weights use drift_var = (d_alpha/alpha) sigma^2 - sigma d_sigma in its time s = 1 - t, where its
+    'alpha' is the data coefficient; derivatives in s (autograd) flip sign, so drift_var equals lambda_t."""
+    interp = {"linear": Linear(), "gvp": GVP(), "vp": VP()}[name]
+    s = (1 - T).clone().requires_grad_(True)
+    a, sg = interp.alpha(1 - s), interp.sigma(1 - s)
+    (da,) = torch.autograd.grad(a.sum(), s, retain_graph=True)
+    (ds,) = torch.autograd.grad(sg.sum(), s)
+    drift_var = (da / a * sg**2 - sg * ds).detach()
+    torch.testing.assert_close(drift_var, interp.lambda_(T), rtol=1e-12, atol=1e-12)
