@@ -150,6 +150,7 @@ class GaussianDiffusion:
         self.log_betas = b.log()
         fixed_large = torch.cat([pv[1:2], b[1:]])
         self.fixed_large_variance, self.fixed_large_log_variance = fixed_large, fixed_large.log()
+        self._noise_mask = (torch.arange(self.num_timesteps) != 0).double()  # no noise at index 0
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _at(self, arr: Tensor, t: Tensor, x: Tensor) -> Tensor:
@@ -257,7 +258,7 @@ class GaussianDiffusion:
         out = self.p_mean_variance(model, x, t, y, clip_denoised)
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        nonzero = self._at((torch.arange(self.num_timesteps) != 0).double(), t, x)
+        nonzero = self._at(self._noise_mask, t, x)
         return dict(
             sample=out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise,
             pred_xstart=out["pred_xstart"],
@@ -277,7 +278,7 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         mean = out["pred_xstart"] * torch.sqrt(ab_prev) + torch.sqrt(1 - ab_prev - s**2) * eps
-        nonzero = self._at((torch.arange(self.num_timesteps) != 0).double(), t, x)
+        nonzero = self._at(self._noise_mask, t, x)
         return dict(sample=mean + nonzero * s * noise, pred_xstart=out["pred_xstart"])
 
     def _loop(self, step, model, z, y, noise, generator, device, dtype, **kw) -> Tensor:

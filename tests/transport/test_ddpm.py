@@ -291,3 +291,16 @@ def test_bad_inputs():
         d.p_mean_variance(lambda x, i, y: x, x, 3)  # learned sigma needs 2C channels
     with pytest.raises(ValueError, match="betas"):
         GaussianDiffusion([0.1, 1.5])
+
+
+def test_float32_inputs_use_float64_schedule_cast_at_use():
+    d = build_ddpm()
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.rand(3, 2, 2, 2, dtype=F64, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, dtype=F64, generator=g)
+    t = torch.tensor([0, 400, 999])
+    net = lambda x, i, y: torch.cat([0.3 * x, torch.tanh(x)], 1)
+    l64 = d.training_losses(net, x0, t, noise=noise)["loss"]
+    l32 = d.training_losses(net, x0.float(), t, noise=noise.float())["loss"]
+    assert l32.dtype == torch.float32 and d.alphas_cumprod.dtype == F64
+    torch.testing.assert_close(l32.double(), l64, rtol=1e-4, atol=1e-5)
