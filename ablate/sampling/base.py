@@ -27,10 +27,8 @@ __all__ = ["SampleOutput", "Field", "BaseSampler"]
 
 @dataclass
 class SampleOutput:
-    """``x``: the samples; ``nfe``: counted network evaluations; ``trajectory``: states [x_tmax, ..., x] or
-    None;
-    ``times``: the float64 paper times of the trajectory's states (None for adaptive solvers without a
-    record)."""
+    """``x``: the samples; ``nfe``: counted network evaluations; ``trajectory``: the states
+    [x_tmax, ..., x] or None; ``times``: the float64 paper times of those states (None where not recorded)."""
 
     x: Tensor
     nfe: int

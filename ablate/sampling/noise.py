@@ -39,8 +39,7 @@ class PerImageNoise:
     """Noise for a batch of images with per-image ``seeds``; ``shape`` is one image's shape.
 
     ``.z`` is the initial noise [B, *shape]; ``noise(k)`` the Gaussian noise of SDE step k. Pass the object
-    as a
-    sampler's ``noise=`` and ``.z`` as its ``z``.
+    as a sampler's ``noise=`` and ``.z`` as its ``z``.
     """
 
     def __init__(self, seeds: Sequence[int], shape, dtype=torch.float32, device="cpu"):
@@ -67,8 +66,7 @@ def step_noise_source(noise, generator, like: Tensor) -> Callable[[int], Tensor]
     """Normalise a sampler's ``noise=`` argument to a function k -> noise of step k shaped like ``like``.
 
     ``noise`` may be None (fresh ``torch.randn`` from ``generator``), a tensor [S, B, ...], a sequence of
-    tensors,
-    or a callable k -> tensor (e.g. :class:`PerImageNoise`).
+    tensors, or a callable k -> tensor (e.g. :class:`PerImageNoise`).
     """
     if noise is None:
         return lambda k: torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)

@@ -6,14 +6,12 @@
 Fixed-step solvers on a float64 grid of ``steps + 1`` points (:func:`~ablate.sampling.grids.time_grid`):
 
 - ``euler``: x_{i+1} = x_i + h_i v(x_i, t_i)                                   (1 NFE per step)
-- ``heun``:  x' = x_i + h_i v(x_i, t_i),  x_{i+1} = x_i + h_i/2 [v(x_i, t_i) + v(x', t_{i+1})]  (2 NFE per
-step,
-  every step: the SiT paper's "Heun, 250 NFE" is 125 steps)
+- ``heun``:  x' = x_i + h_i v(x_i, t_i),  x_{i+1} = x_i + h_i/2 [v(x_i, t_i) + v(x', t_{i+1})]
+  (2 NFE per step, every step: the SiT paper's "Heun, 250 NFE" is 125 steps)
 
 with h_i = t_{i+1} - t_i < 0. Every other method goes through ``torchdiffeq.odeint``: adaptive ones
 (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``) with atol/rtol, fixed ones
-(``midpoint``,
-``rk4``, ``heun3``, ...) on the same grid. NFE is counted by wrapping the model, always.
+(``midpoint``, ``rk4``, ``heun3``, ...) on the same grid. NFE is counted by wrapping the model, always.
 """
 
 from __future__ import annotations

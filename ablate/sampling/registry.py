@@ -1,9 +1,9 @@
 """One registry of sampler names (STYLE habit 7) and :func:`build_sampler`, the only constructor configs need.
 
 Names: ``ode`` (= ``ode_heun``), ``ode_<method>`` for every method of :data:`~ablate.sampling.ode.ODE_METHODS`
-(``euler``, ``heun``, ``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``, ``midpoint``,
-``rk4``,
-...), ``sde`` (= ``sde_em``), ``sde_em``, ``sde_heun``, and ``ddpm`` / ``ddim`` for discrete-time models.
+(``euler``, ``heun``, ``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``,
+``midpoint``, ``rk4``, ...), ``sde`` (= ``sde_em``), ``sde_em``, ``sde_heun``, and ``ddpm`` / ``ddim``
+for discrete-time models.
 """
 
 from __future__ import annotations

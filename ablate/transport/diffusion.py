@@ -7,8 +7,7 @@ t = 1 down to t = 0:
     dX_t = \\big[v(X_t, t) - \\tfrac12 w_t\\, s(X_t, t)\\big] dt + \\sqrt{w_t}\\, d\\bar W_t
 
 Any w_t >= 0 gives the same marginals as the probability-flow ODE (w = 0). Each coefficient below carries a
-norm
-multiplier ``norm`` (SiT's ``diffusion_norm``) and gives its formula in its docstring.
+norm multiplier ``norm`` (SiT's ``diffusion_norm``) and gives its formula in its docstring.
 
 The SiT *repository* uses its own time s = 1 - t and a coefficient D_s with noise sqrt(2 D): the paper's
 w_t = 2 D_{1-t}. :func:`from_sit` reproduces its ``compute_diffusion`` forms exactly under that mapping.
@@ -138,8 +137,7 @@ class LinearW(Diffusion):
 
 class Decreasing(Diffusion):
     """w_t = norm * sin^4(pi t / 2) = norm * (1 - cos(pi t))^2 / 4: 1 at the noise end, decreasing smoothly
-    (flat)
-    to 0 at the data end along the sampling direction (the shape of SiT's "decreasing" form at norm 1).
+    (flat) to 0 at the data end along the sampling direction (the shape of SiT's "decreasing" form at norm 1).
     """
 
     name = "decreasing"
@@ -244,10 +242,10 @@ def estimate_loss_curve(
 ) -> LossCurve:
     """Estimate L_t = E|v_hat(x_t, t) - (alpha'_t x + sigma'_t eps)|^2 / dim on held-out data, for w_KL,eta.
 
-    ``model(x, t, y)`` predicts ``prediction`` in paper time; its output is converted to a velocity. This
-    is the
-    training loss at each t (mean over dimensions), which upper-bounds the excess error E|v_hat - v|^2 by the
-    irreducible conditional variance. Knots: ``t`` (float64) or ``num_t`` uniform points in [t_min, t_max].
+    ``model(x, t, y)`` predicts ``prediction`` in paper time; its output is converted to a velocity.
+    This is the training loss at each t (mean over dimensions). It exceeds the excess error
+    E|v_hat - v|^2 of the bound by the irreducible conditional variance, so it is a conservative
+    (upper) estimate. Knots: ``t`` (float64) or ``num_t`` uniform points in [t_min, t_max].
     """
     validate_prediction(prediction)
     knots = (
@@ -283,8 +281,8 @@ class SiTDiffusion(Diffusion):
     - ``linear``:     D = norm (1 - s)                      -> w = 2 norm t
     - ``decreasing``: D = (norm cos(pi s) + 1)^2 / 4        -> w = (1 - norm cos(pi t))^2 / 2 (norm *inside*)
     - ``increasing-decreasing`` (spelt ``inccreasing-decreasing`` in the SiT code, which made the correct
-      spelling unreachable there; both spellings are accepted here): D = norm sin^2(pi s) -> w = 2 norm
-      sin^2(pi t)
+      spelling unreachable there; both spellings are accepted here): D = norm sin^2(pi s)
+      -> w = 2 norm sin^2(pi t)
     """
 
     def __init__(self, interpolant, form: str, norm=1.0):
