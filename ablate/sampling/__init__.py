@@ -5,7 +5,7 @@ Every sampler: ``sampler(model, z, y=None, *, noise=None, generator=None, return
 """
 
 from .base import Field, SampleOutput  # noqa: F401
-from .discrete import DiscreteSampler  # noqa: F401
+from .discrete import DiscreteSampler, as_paper_time  # noqa: F401
 from .grids import GRIDS, time_grid  # noqa: F401
 from .guidance import guided  # noqa: F401
 from .likelihood import DIVERGENCES, NLLOutput, nll, with_divergence  # noqa: F401

@@ -10,12 +10,14 @@ schedule (IDDPM Sec. 4: 250 steps keep indices {0, 4, ..., 995, 999}); ``clip_de
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .base import BaseSampler, SampleOutput
 from .noise import step_noise_source
 
-__all__ = ["DiscreteSampler"]
+__all__ = ["DiscreteSampler", "as_paper_time"]
 
 
 class DiscreteSampler(BaseSampler):
@@ -78,3 +80,24 @@ class DiscreteSampler(BaseSampler):
             if traj is not None:
                 traj.append(x)
         return SampleOutput(x, m.nfe, traj, None)
+
+
+def as_paper_time(model: Callable, ddpm) -> Callable:
+    """The probability-flow ODE (or SDE) for a discrete-time model: a paper-time *noise* model for the ``vp``
+    interpolant, ``f(x, t, y) = model(x, i(t), y)[:, :C]``, where i(t) is the index whose VP-equivalent time
+    (:meth:`GaussianDiffusion.to_paper_time`: VP's alpha(t)^2 = alpha_bar_i) is nearest to t, and the learned-
+    variance channels (if any) are dropped. Use it with ``build_sampler("ode", interpolant="vp",
+    prediction="noise")``: DDIM(eta = 0) is the same ODE discretised on the DDPM grid.
+    """
+    T = ddpm.num_timesteps
+    knots = ddpm.to_paper_time(torch.arange(T))  # increasing in the index, float64
+
+    def f(x, t, y=None):
+        tt = t.detach().to(torch.float64).cpu()
+        hi = torch.searchsorted(knots, tt).clamp(1, T - 1)
+        lo = hi - 1
+        i = torch.where((tt - knots[lo]).abs() <= (knots[hi] - tt).abs(), lo, hi)
+        out = model(x, ddpm.timestep_map[i].to(x.device), y)
+        return out[:, : x.shape[1]] if ddpm.learn_sigma else out
+
+    return f

@@ -81,7 +81,7 @@ def _sit_plan(name):
     return vp
 
 
-def _sit_em(plan, v_paper, x, form, norm, num_steps, t0, last_size, noises):
+def _sit_sde(plan, v_paper, x, form, norm, num_steps, t0, last_size, noises, method="Euler"):
     def D(s):
         a, da, sg, dsg = plan(s)
         sbdm = (da / a) * sg**2 - sg * dsg
@@ -99,26 +99,35 @@ def _sit_em(plan, v_paper, x, form, norm, num_steps, t0, last_size, noises):
     ts = torch.linspace(t0, 1 - last_size, num_steps, dtype=torch.float64)
     dt = ts[1] - ts[0]
     for k, s in enumerate(ts[:-1]):
-        x = x + sde_drift(x, s) * dt + torch.sqrt(2 * D(s)) * noises[k] * torch.sqrt(dt)
+        if method == "Euler":
+            x = x + sde_drift(x, s) * dt + torch.sqrt(2 * D(s)) * noises[k] * torch.sqrt(dt)
+        else:  # SiT's Heun step: noise first, then a Heun step of the drift from the perturbed point
+            xhat = x + torch.sqrt(2 * D(s)) * noises[k] * torch.sqrt(dt)
+            k1 = sde_drift(xhat, s)
+            k2 = sde_drift(xhat + dt * k1, s + dt)
+            x = xhat + 0.5 * dt * (k1 + k2)
     return x + sde_drift(x, ts[-1]) * last_size  # SiT's "Mean" last step
 
 
 @pytest.mark.parametrize("interp", ["linear", "gvp", "vp"])
 @pytest.mark.parametrize("form", ["SBDM", "sigma", "linear", "decreasing", "inccreasing-decreasing"])
-def test_em_replays_sit_trajectory(interp, form):
-    """Same z and step noises: ablate's 1-NFE EM reproduces SiT's 2-NFE EM to float64 precision."""
+@pytest.mark.parametrize("method", ["Euler", "Heun"])
+def test_sde_replays_sit_trajectory(interp, form, method):
+    """Same z and step noises: ablate's 1-NFE EM step (2 for Heun) reproduces SiT's 2-NFE EM step (4 for
+    Heun) to float64 precision, on SiT's grid with its mean last step."""
     ip = get_interpolant(interp)
     oracle = GaussianOracle(ip, MU, S)
     n, size = 20, 0.04
     z = _z(6)
     noises = torch.randn(n - 1, 6, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    sampler = build_sampler("sde_em", interpolant=ip, prediction="velocity", steps=n, diffusion=f"sit:{form}",
+    name = "sde_em" if method == "Euler" else "sde_heun"
+    sampler = build_sampler(name, interpolant=ip, prediction="velocity", steps=n, diffusion=f"sit:{form}",
                             diffusion_norm=0.8, last_step="mean", last_step_size=size)
     ours = sampler(oracle.model("velocity"), z, noise=noises).x
     t0 = 1 - sampler.t_max
     vel = oracle.model("velocity")
-    ref = _sit_em(_sit_plan(interp), lambda x, t: vel(x, t.expand(x.shape[0])), z, form, 0.8, n, t0, size,
-    noises)
+    v_paper = lambda x, t: vel(x, t.expand(x.shape[0]))
+    ref = _sit_sde(_sit_plan(interp), v_paper, z, form, 0.8, n, t0, size, noises, method)
     assert torch.allclose(ours, ref, atol=1e-10, rtol=1e-10), (ours - ref).abs().max()
 
 
