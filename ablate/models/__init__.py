@@ -1,0 +1,17 @@
+"""DiT backbone, presets, and the loader for official DiT/SiT checkpoints (see README.md)."""
+
+from .dit import DiT, DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder
+from .registry import PRESETS, DiT_models, available_models, build_model, preset_config
+
+__all__ = [
+    "DiT",
+    "DiTBlock",
+    "FinalLayer",
+    "LabelEmbedder",
+    "TimestepEmbedder",
+    "PRESETS",
+    "DiT_models",
+    "available_models",
+    "build_model",
+    "preset_config",
+]
