@@ -203,14 +203,11 @@ def build_training(cfg: DictConfig) -> Training:
     from .transport.time import ContinuousTime, DiscreteTime
 
     m = cfg.model
-    net = build_model(
-        m.name,
-        input_size=m.input_size,
-        in_channels=m.in_channels,
-        num_classes=m.num_classes,
-        class_dropout_prob=m.class_dropout_prob,
-        learn_sigma=m.learn_sigma,
-    )
+    import torch
+
+    torch.manual_seed(int(cfg.seed))  # initial weights are a function of the seed
+    # Every key of the model group but its name is a DiT argument (e.g. `+model.depth=2` on the CLI).
+    net = build_model(m.name, **{k: v for k, v in m.items() if k != "name"})
     channels = m.in_channels
     if cfg.time.name == "discrete":
         from .transport.ddpm import build_ddpm

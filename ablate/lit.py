@@ -109,14 +109,12 @@ class DiffusionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if outputs is None:
-            return
-        ema_p = list(self.ema.parameters())
-        net_p = list(self.net.parameters())
-        # ema <- decay * ema + (1 - decay) * net, fused over all tensors.
-        torch._foreach_lerp_(ema_p, net_p, 1.0 - self.ema_decay)
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # Update the EMA right after the optimizer step, before any callback (the checkpoint) sees the state.
+        with torch.no_grad():
+            # ema <- decay * ema + (1 - decay) * net, fused over all tensors.
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1.0 - self.ema_decay)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["ablate"] = {"skipped_steps": self.skipped_steps, "seed": self.seed}

@@ -74,8 +74,11 @@ def _make_logger(cfg: DictConfig, job_dir: Path, name: str):
     )
 
 
-def train_or_reuse(cfg: DictConfig, logger=None):
-    """Return (training, ema state dict, info) for the config's training key, training only if needed."""
+def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
+    """Return (training, ema state dict, info) for the config's training key, training only if needed.
+
+    ``callbacks``: extra Lightning callbacks (in-loop evaluation, fault injection in tests).
+    """
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -108,7 +111,7 @@ def train_or_reuse(cfg: DictConfig, logger=None):
         trainer = L.Trainer(
             max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
             strategy=tr.strategy, precision=tr.precision, logger=logger if logger is not None else False,
-            callbacks=[ckpt_cb], plugins=[AtomicCheckpointIO()], log_every_n_steps=tr.log_every,
+            callbacks=[ckpt_cb, *callbacks], plugins=[AtomicCheckpointIO()], log_every_n_steps=tr.log_every,
             gradient_clip_val=tr.grad_clip, enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=str(ckpt_dir), deterministic=False,
         )
@@ -116,6 +119,7 @@ def train_or_reuse(cfg: DictConfig, logger=None):
         class _Data(L.LightningDataModule):
             def train_dataloader(self):
                 start = trainer.global_step
+                print(f"[ablate] data stream starts at step {start}")
                 sampler = StepSampler(len(dataset), tr.batch_size, cfg.seed, start_step=start,
                                       rank=trainer.global_rank, world=trainer.world_size)
                 return torch.utils.data.DataLoader(
