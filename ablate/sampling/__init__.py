@@ -1,7 +1,8 @@
 """Sampling for ablate (paper time: t = 0 data, t = 1 noise; samplers go from t_max down to t_min).
 
-Every sampler: ``sampler(model, z, y=None, *, noise=None, generator=None, return_trajectory=False)
--> SampleOutput(x, nfe, trajectory, times)``. Build them with :func:`build_sampler`; see README.md.
+Every sampler: ``sampler(model, z, y=None, *, noise=None, generator=None, seeds=None,
+return_trajectory=False) -> SampleOutput(x, nfe, trajectory, times)``. Build them with
+:func:`build_sampler`; see README.md.
 """
 
 from .base import Field, SampleOutput  # noqa: F401

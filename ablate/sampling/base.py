@@ -2,10 +2,12 @@
 
 Signature of every sampler (k-diffusion's habit, one for all)::
 
-    sampler(model, z, y=None, *, noise=None, generator=None, return_trajectory=False) -> SampleOutput
+    sampler(model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False)
+        -> SampleOutput
 
 ``model(x, t, y)`` takes paper time t (float [B], t = 0 data, t = 1 noise) and returns the prediction of the
-declared type (``noise``/``score``/``velocity``/``x0``); ``z`` is the initial noise at t_max.
+declared type (``noise``/``score``/``velocity``/``x0``); ``z`` is the initial noise at t_max. Step noises:
+``noise`` (replayed), else ``seeds`` (per-image streams, :mod:`ablate.sampling.noise`), else ``generator``.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class BaseSampler:
         raise NotImplementedError
 
     def __call__(
-        self, model, z, y=None, *, noise=None, generator=None, return_trajectory=False
+        self, model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False
     ) -> SampleOutput:
         raise NotImplementedError
 

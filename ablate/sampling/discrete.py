@@ -64,10 +64,10 @@ class DiscreteSampler(BaseSampler):
         return f"{self.kind}-nfe{self.steps}{extra}-cfg{self.guidance_scale}"
 
     def __call__(
-        self, model, z, y=None, *, noise=None, generator=None, return_trajectory=False
+        self, model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False
     ) -> SampleOutput:
         m, d = self.wrap(model), self.diffusion
-        xi = step_noise_source(noise, generator, z)
+        xi = step_noise_source(noise, generator, z, seeds)
         x, traj = z, [z] if return_trajectory else None
         for k, i in enumerate(range(d.num_timesteps - 1, -1, -1)):
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)

@@ -90,7 +90,7 @@ class ODESampler(BaseSampler):
         return self.field.to(pred, "velocity", x, c)
 
     def __call__(
-        self, model, z, y=None, *, noise=None, generator=None, return_trajectory=False
+        self, model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False
     ) -> SampleOutput:
         m = self.wrap(model)
         if self.method in ("euler", "heun"):

@@ -51,7 +51,7 @@ def build_sampler(
     eta: float = 0.0,
 ):
     """Build the sampler ``name`` (see :data:`SAMPLERS`). Every sampler is called as
-    ``sampler(model, z, y=None, *, noise=None, generator=None, return_trajectory=False) -> SampleOutput``
+    ``sampler(model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False)``
     and exposes ``.name``, ``.tag`` (for metric names) and ``.expected_nfe`` (None for adaptive solvers).
 
     ``steps``: ODE solver steps (Heun: 2 NFE each), SDE grid points *including* the last step (SiT's

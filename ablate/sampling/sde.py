@@ -109,10 +109,10 @@ class SDESampler(BaseSampler):
         return v - 0.5 * w * self.field.to(pred, "score", x, c), v
 
     def __call__(
-        self, model, z, y=None, *, noise=None, generator=None, return_trajectory=False
+        self, model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False
     ) -> SampleOutput:
         m = self.wrap(model)
-        xi = step_noise_source(noise, generator, z)
+        xi = step_noise_source(noise, generator, z, seeds)
         ts, ws = self.times.tolist(), self.w
         x, traj = z, [z] if return_trajectory else None
         for i in range(self.steps - 1):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from gaussian_oracle import GaussianOracle
 
-from ablate.sampling import PerImageNoise, SDESampler, build_sampler
+from ablate.sampling import PerImageNoise, SDESampler, build_sampler, per_image_noise
 from ablate.transport import EndpointError, get_interpolant
 from ablate.transport.diffusion import DIFFUSIONS, LossCurve, get_diffusion
 
@@ -147,6 +147,12 @@ def test_per_image_noise_is_batch_independent():
     x_full = sampler(model, full.z, noise=full).x
     x_split = torch.cat([sampler(model, a.z, noise=a).x, sampler(model, b.z, noise=b).x])
     assert torch.allclose(x_full, x_split, rtol=0, atol=1e-14)
+    # the seeds= shortcut and per_image_noise draw the same streams
+    z = per_image_noise(seeds, (2,), dtype=torch.float64)
+    assert torch.equal(z, full.z)
+    assert torch.equal(sampler(model, z, seeds=seeds).x, x_full)
+    with pytest.raises(ValueError, match="seeds"):
+        sampler(model, z, seeds=seeds[:3])
 
 
 def test_bad_values_raise():
