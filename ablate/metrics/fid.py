@@ -62,7 +62,7 @@ def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.nd
     f = np.asarray(features.detach().cpu() if torch.is_tensor(features) else features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must be [N, D] with N >= 2, got shape {f.shape}")
-    return f.mean(axis=0), np.cov(f, rowvar=False)
+    return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))  # D = 1 gives a [1, 1] matrix
 
 
 def _sym_sqrt(s: np.ndarray) -> np.ndarray:
