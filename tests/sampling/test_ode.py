@@ -86,3 +86,16 @@ def test_bad_values_raise():
     with pytest.raises(ValueError, match="interpolant"):
         build_sampler("ode", interpolant="cosine")
     assert "dopri5" in ODE_METHODS and "heun" in ODE_METHODS
+
+
+def test_heun_replays_sit_ode_with_torchdiffeq_heun2():
+    """SiT's ODE runs torchdiffeq on linspace(t0, t1, num_steps) (its time): num_steps = our steps + 1."""
+    from torchdiffeq import odeint
+
+    ip = get_interpolant("gvp")
+    vel = GaussianOracle(ip, MU, S).model("velocity")
+    z = _z(5)
+    ours = build_sampler("ode_heun", interpolant=ip, steps=12)(vel, z).x
+    s_grid = torch.linspace(0.0, 1.0, 13, dtype=torch.float64)  # SiT time s = 1 - t, velocity -v
+    ref = odeint(lambda s, x: -vel(x, (1 - s).expand(x.shape[0])), z, s_grid, method="heun2")[-1]
+    assert torch.allclose(ours, ref, atol=1e-12)
