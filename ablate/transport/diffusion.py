@@ -175,22 +175,25 @@ class LossCurve:
 
 
 class WKLEta(Diffusion):
-    """Cost-regularised w_KL,eta (SiT eq. 14; absent from the SiT code, and its eta was not published).
-
-    The equation text could not be retrieved offline; this is the reading derived from the bound behind w_KL.
-    With one velocity model the score error follows the velocity error, s_hat - s = -(v_hat - v) /
-    lambda_t, so
-    the drift error of the SDE is (v_hat - v)(1 + w/(2 lambda)), and Girsanov bounds the KL by
-    int L_t (1 + w/(2 lambda))^2 / (2 w) dt with L_t = E|v_hat - v|^2. Adding the cost eta * int w_t dt of
-    the injected noise and minimising pointwise in w gives
+    """Cost-regularised w_KL,eta (SiT eq. 14; absent from the SiT code; its eta was not published):
 
     .. math::
-        w^{KL,\\eta}_t = \\frac{2}{\\sqrt{\\lambda_t^{-2} + 8\\eta / L_t}} \\quad (\\times\\ \\text{norm})
+        w^{KL,\\eta}_t = w^{KL}_t \\sqrt{\\frac{L_t}{L_t + 2\\eta\\, (w^{KL}_t)^2}}
+                      = \\frac{2}{\\sqrt{\\lambda_t^{-2} + 8\\eta / L_t}} \\quad (\\times\\ \\text{norm})
+
+    Source of the form: the paper's PDF could not be read offline; the main-text constant 2 is taken from a
+    published review of the paper, which notes that the paper's main text (2), appendix (1) and stated
+    t -> 1 limit disagree by factors of two; since eta is free, the constant only reparameterises it. The
+    same form follows from the bound behind w_KL: with one velocity model, s_hat - s = -(v_hat - v) /
+    lambda_t, so the SDE's drift error is (v_hat - v)(1 + w / (2 lambda)) and Girsanov bounds the KL by
+    int L_t (1 + w/(2 lambda))^2 / (2 w) dt; adding eta int w_t dt (the cost of integrating a stiffer SDE)
+    and minimising pointwise in w gives the formula above (tests/transport/test_diffusion.py checks it
+    is the minimiser).
 
     eta = 0 recovers w_KL = 2 lambda_t; L_t -> 0 (a perfect model) gives w -> 0 (the ODE); at t = 1 where
     lambda = inf (linear, GVP) the limit sqrt(L_1 / (2 eta)) is finite and is taken explicitly. ``loss`` is
-    a :class:`LossCurve` (e.g. from :func:`estimate_loss_curve`), a callable of t, or a number; L_t and eta
-    are per dimension (mean over dimensions, the training loss's scale).
+    L_t: a :class:`LossCurve` (e.g. from :func:`estimate_loss_curve` on held-out data), a callable of t, or
+    a number; L_t and eta are per dimension (mean over dimensions, the training loss's scale).
     """
 
     name = "w_kl_eta"

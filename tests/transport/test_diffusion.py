@@ -131,7 +131,10 @@ def test_w_kl_eta_minimises_its_bound():
         bound = L * (1 + ws / (2 * lam)) ** 2 / (2 * ws) + eta * ws
         best = ws[bound.argmin()].item()
         assert w_eta(torch.tensor([t], dtype=torch.float64)).item() == pytest.approx(best, abs=2e-4)
-    assert torch.allclose(get_diffusion("w_kl_eta", lin, eta=0.0)(T), get_diffusion("w_kl", lin)(T))
+    # the paper's eq. 14 form (main-text constant 2): w_KL sqrt(L / (L + 2 eta w_KL^2))
+    w_kl = get_diffusion("w_kl", lin)(T)
+    assert torch.allclose(w_eta(T), w_kl * torch.sqrt(curve(T) / (curve(T) + 2 * eta * w_kl**2)))
+    assert torch.allclose(get_diffusion("w_kl_eta", lin, eta=0.0)(T), w_kl)
     # finite at t = 1 (lambda = inf): the explicit limit sqrt(L_1 / (2 eta))
     assert not w_eta.singular_at_noise_end
     assert w_eta(torch.tensor([1.0], dtype=torch.float64)).item() == pytest.approx(math.sqrt(1.0 / (2 * eta)))
