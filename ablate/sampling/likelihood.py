@@ -108,7 +108,8 @@ def nll(
     fld, m = Field(interpolant, prediction), NFECounter(model)
     eps = None
     if kind == "hutchinson":
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        dev = generator.device if generator is not None else x0.device
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=dev).to(x0.device)
         if probe == "rademacher":
             eps = torch.sign(eps) + (eps == 0)
 

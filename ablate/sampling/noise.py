@@ -73,7 +73,10 @@ def step_noise_source(noise, generator, like: Tensor, seeds=None) -> Callable[[i
             raise ValueError(f"got {len(seeds)} seeds for a batch of {like.shape[0]}")
         return lambda k: _draw(seeds, k + 1, like.shape[1:], like.dtype, like.device)
     if noise is None:
-        return lambda k: torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        dev = generator.device if generator is not None else like.device
+        return lambda k: torch.randn(like.shape, generator=generator, dtype=like.dtype, device=dev).to(
+            like.device
+        )
     if callable(noise):
         fn = noise
     elif isinstance(noise, Tensor) or isinstance(noise, (list, tuple)):

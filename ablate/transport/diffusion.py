@@ -260,7 +260,8 @@ def estimate_loss_curve(
     for tk in knots.tolist():
         acc = 0.0
         for _ in range(repeats):
-            eps = torch.randn(data.shape, generator=generator, dtype=data.dtype, device=data.device)
+            dev = generator.device if generator is not None else data.device
+            eps = torch.randn(data.shape, generator=generator, dtype=data.dtype, device=dev).to(data.device)
             tb = torch.full((data.shape[0],), tk, dtype=data.dtype, device=data.device)
             c = interpolant(torch.tensor(tk, dtype=torch.float64)).like(data)
             c = type(c)(
