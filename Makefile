@@ -25,3 +25,14 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs multirun runs .pytest_cache
+
+# Forward GMACs per image of the DiT presets next to DiT Table 4.
+.PHONY: gflops bench
+gflops: $(STAMP)
+	$(BIN)/python -m ablate.metrics.flops
+
+# Training-step throughput and MFU (quick mode), JSON + Markdown under benchmarks/results/.
+# tcmalloc is preloaded when installed (apt: libtcmalloc-minimal4): glibc malloc churn costs up to 1.6x.
+TCMALLOC := $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)
+bench: $(STAMP)
+	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python benchmarks/train_step.py --quick --out benchmarks/results
