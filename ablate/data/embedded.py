@@ -215,7 +215,8 @@ def build_dataset(name: str, split: str = "train", root: str | os.PathLike | Non
         split: ``"train"`` or ``"test"``.
         root: only for ``fashion``: the cache directory holding the unpacked Debian package
             (default ``$ABLATE_DATA_DIR`` or ``~/.cache/ablate/data``); ignored otherwise.
-        limit: keep only the first ``limit`` items of the split (quick tests).
+        limit: keep a fixed random subset of ``limit`` items of the split (seeded, in index order). Not the
+            first ``limit``: mnist5k is stored sorted by class, so a prefix would hold only a few classes.
     """
     _check_name(name)
     _check_split(split)
@@ -231,5 +232,7 @@ def build_dataset(name: str, split: str = "train", root: str | os.PathLike | Non
     if limit is not None:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
-        x, y = x[:limit], y[:limit]
+        if limit < len(y):
+            keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(y))[:limit])
+            x, y = x[torch.from_numpy(keep)], y[torch.from_numpy(keep)]
     return TensorImageDataset(x, y, name=f"{name}/{split}")

@@ -29,6 +29,13 @@ def test_shapes_ranges_labels_and_split(name):
     assert torch.equal(build_dataset(name, "test").images, test.images)
 
 
+def test_limit_is_a_class_balanced_looking_subset_not_a_prefix():
+    sub = build_dataset("mnist5k", "test", limit=200)  # the file is sorted by class: a prefix would be 0s and 1s
+    full = build_dataset("mnist5k", "test")
+    assert len(sub) == 200 and set(sub.labels.tolist()) == set(range(10))
+    assert all(any(torch.equal(img, f) for f in full.images) for img in sub.images[:3])
+
+
 def test_digits_pixels_are_sklearn_values_scaled_exactly():
     from sklearn.datasets import load_digits
 

@@ -21,10 +21,11 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("fidcache")
 
 
-def test_extractor_is_registered_and_accurate(digits):
-    assert "ablate-digits" in FEATURE_EXTRACTORS_REGISTRY
-    net, meta = load_extractor("ablate-digits")
-    test = digits[1]
+@pytest.mark.parametrize("dataset", ["digits", "mnist5k"])
+def test_extractor_is_registered_and_accurate(dataset):
+    assert f"ablate-{dataset}" in FEATURE_EXTRACTORS_REGISTRY
+    net, meta = load_extractor(f"ablate-{dataset}")
+    test = build_dataset(dataset, "test")
     with torch.no_grad():
         acc = float((net(test.images)[1].argmax(1) == test.labels).float().mean())
     assert acc == pytest.approx(meta["test_accuracy"], abs=1e-6)  # committed weights = the reported ones
@@ -56,15 +57,16 @@ def test_torch_fidelity_direct_call_matches_independent_frechet(digits, tmp_path
     assert out["frechet_inception_distance"] == pytest.approx(ref, rel=1e-4)
 
 
-def test_fid_real_vs_real_far_below_noise_and_monotone_in_noise(digits, cache):
-    test = digits[1]
+@pytest.mark.parametrize("dataset", ["digits", "mnist5k"])
+def test_fid_real_vs_real_far_below_noise_and_monotone_in_noise(dataset, cache):
+    test = build_dataset(dataset, "test", limit=400)
     g = torch.Generator().manual_seed(0)
-    real = compute_metrics(test.images, "digits", cache_dir=cache)["fid"]
+    real = compute_metrics(test.images, dataset, cache_dir=cache)["fid"]
     untrained = torch.randn(test.images.shape, generator=g).clamp(-1, 1)  # what an untrained sampler emits
-    noise = compute_metrics(untrained, "digits", cache_dir=cache)["fid"]
+    noise = compute_metrics(untrained, dataset, cache_dir=cache)["fid"]
     assert real < 0.02 * noise
     eps = torch.randn(test.images.shape, generator=g)
-    fids = [compute_metrics((test.images + s * eps).clamp(-1, 1), "digits", cache_dir=cache)["fid"]
+    fids = [compute_metrics((test.images + s * eps).clamp(-1, 1), dataset, cache_dir=cache)["fid"]
             for s in (0.1, 0.2, 0.4, 0.8)]
     assert all(a < b for a, b in zip([real] + fids[:-1], fids, strict=True)), fids
     assert fids[-1] < noise
