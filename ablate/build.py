@@ -101,6 +101,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("train_eps", "sample_eps"):
         v = cfg.get(key)
         _check(v is None or 0.0 <= v < 0.5, f"{key}={v!r} is outside [0, 0.5)")
+    for key in ("root", "reference_root"):
+        _check(not (key in cfg.data.keys() and OmegaConf.is_missing(cfg.data, key)),
+               f"data={cfg.data.name} needs data.{key}=<path> (it has no default)")
     tr = cfg.trainer
     _check(tr.steps > 0, f"trainer.steps must be > 0, got {tr.steps}")
     _check(tr.batch_size > 0, f"trainer.batch_size must be > 0, got {tr.batch_size}")
@@ -120,19 +123,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def sampler_tag(cfg: DictConfig) -> str:
-    """How a sample was produced, for metric names: e.g. ``sde_em-w_kl-n250-cfg1.0``."""
-    s = cfg.sampler
-    if s.name == "ode":
-        parts = [f"ode_{s.solver}"] + ([f"n{s.steps}"] if s.solver in ("euler", "heun", "midpoint", "rk4") else
-                                       [f"tol{s.rtol:g}"])
-    elif s.name == "sde":
-        parts = [f"sde_{s.solver}", cfg.diffusion.name + ("" if cfg.diffusion.norm == 1.0 else f"x{cfg.diffusion.norm:g}"),
-                 f"n{s.steps}", f"last_{s.last_step}"]
-    elif s.name == "ddim":
-        parts = ["ddim", f"n{s.steps}", f"eta{s.eta:g}"]
-    else:
-        parts = [s.name, f"n{s.steps}"]
-    return "-".join(parts + [f"cfg{cfg.guidance.scale:g}"])
+    """How a sample was produced, for metric names: the built sampler's tag, e.g. ``sde_em-w_kl-nfe250-cfg1.0``."""
+    return build_sampler_from_cfg(cfg).tag
 
 
 def axes(cfg: DictConfig) -> dict[str, Any]:
@@ -241,30 +233,59 @@ def build_training(cfg: DictConfig) -> Training:
     return Training(net=net, loss_fn=loss_fn, predict_fn=predict_fn)
 
 
+def build_data(cfg: DictConfig, split: str = "train"):
+    """The configured dataset: ``(x in [-1, 1] (images) or scaled latents, label)`` items."""
+    from .data import ImageFolderDataset, LatentDataset, build_dataset
+
+    d = cfg.data
+    if d.name == "image_folder":
+        return ImageFolderDataset(d.root, d.image_size, flip_p=0.5 if split == "train" else 0.0)
+    if d.name == "latents":
+        if split == "train":
+            return LatentDataset(d.root, flip=True)
+        # FID compares decoded samples with real images at 8x the latent size.
+        return ImageFolderDataset(d.reference_root, 8 * d.image_size, flip_p=0.0)
+    return build_dataset(d.name, split=split, **({"root": d.root} if d.get("root") else {}))
+
+
 def torch_randint(n: int, like):
     import torch
 
     return torch.randint(0, n, (like.shape[0],), device=like.device)
 
 
-def build_sampler_from_cfg(cfg: DictConfig, ddpm=None):
-    """The configured sampler (H2's registry), with the diffusion coefficient chosen at sampling time."""
+def build_sampler_from_cfg(cfg: DictConfig, ddpm=None, loss_curve=None):
+    """The configured sampler (ablate.sampling registry); the diffusion coefficient is chosen here, at sampling
+    time. Guidance settings come from the `guidance` group; the null class is ``data.num_classes``.
+    ``loss_curve``: the per-time loss L_t that w_kl_eta needs (``ablate.transport.diffusion.estimate_loss_curve``);
+    without it (e.g. only to get the tag) w_kl_eta is built with eta = 0."""
     from hydra.utils import instantiate
 
     from .sampling import build_sampler
 
     s = cfg.sampler
-    kw: dict[str, Any] = {"steps": s.steps}
+    kw: dict[str, Any] = {
+        "steps": int(s.steps),
+        "guidance_scale": float(cfg.guidance.scale),
+        "null_class": int(cfg.data.num_classes) if cfg.data.num_classes > 0 else None,
+        "legacy_channels": cfg.guidance.legacy_channels,
+    }
     if s.name in DISCRETE_SAMPLERS:
-        kw["ddpm"] = ddpm
+        if ddpm is None:
+            from .transport.ddpm import build_ddpm
+
+            ddpm = build_ddpm(num_timesteps=cfg.time.num_timesteps, learn_sigma=cfg.model.learn_sigma)
         if s.name == "ddim":
-            kw["eta"] = s.eta
-        return build_sampler(s.name, interpolant=None, prediction="noise", **kw)
+            kw["eta"] = float(s.eta)
+        return build_sampler(s.name, ddpm=ddpm, prediction="noise", **kw)
     interpolant = instantiate(cfg.interpolant)
     kw["sample_eps"] = cfg.get("sample_eps")
     if s.name == "ode":
         kw.update(atol=s.atol, rtol=s.rtol)
     else:
-        kw.update(diffusion=cfg.diffusion.name, diffusion_norm=cfg.diffusion.norm,
-                  last_step=s.last_step, last_step_size=s.last_step_size)
+        kw.update(diffusion=cfg.diffusion.name, diffusion_norm=float(cfg.diffusion.norm),
+                  last_step=None if s.last_step == "none" else s.last_step, last_step_size=s.last_step_size)
+        if cfg.diffusion.name == "w_kl_eta":
+            eta = float(cfg.diffusion.eta) if loss_curve is not None else 0.0
+            kw["diffusion_kwargs"] = {"eta": eta, "loss": loss_curve}
     return build_sampler(f"{s.name}_{s.solver}", interpolant=interpolant, prediction=cfg.prediction.name, **kw)

@@ -13,6 +13,7 @@ image, seeds, step, wall times, versions and git commit. Metric names carry how 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from .build import axes, build_sampler_from_cfg, sampler_tag
+from .build import axes, build_data, build_sampler_from_cfg
 
 __all__ = ["generate", "evaluate_run", "metric_key", "count_label"]
 
@@ -46,42 +47,35 @@ def generate(
     shape: tuple[int, ...],
     num_classes: int,
     seed: int,
-    guidance_scale: float = 1.0,
-    legacy_channels: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[Tensor, Tensor, float]:
-    """Generate ``num_samples`` images; returns (images [N, *shape] on CPU, labels [N], NFE per image)."""
-    from .sampling import NFECounter, guided, per_image_noise
+    """Generate ``num_samples`` images; returns (images [N, *shape] on CPU, labels [N], NFE per image).
+
+    Guidance is the sampler's (it wraps the model); NFE is counted by the sampler's own wrapper.
+    """
+    from .sampling import PerImageNoise
 
     labels = torch.arange(num_samples) % num_classes if num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
-    counter = NFECounter(model)
-    net = counter
-    if guidance_scale != 1.0:
-        net = guided(counter, guidance_scale, null_class=num_classes, legacy_channels=legacy_channels)
-    out, nfe_total, batches = [], 0, 0
+    out, nfe = [], []
     rng = range(0, num_samples, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        rng = tqdm(rng, desc="sampling", unit="batch", leave=False)
+        rng = tqdm(rng, desc="sampling", unit="batch")
     for start in rng:
-        idx = torch.arange(start, min(start + batch_size, num_samples))
-        seeds = [seed * 1_000_003 + int(i) for i in idx]
-        z = per_image_noise(seeds, shape).to(device)
-        y = labels[idx].to(device) if num_classes > 0 else None
-        before = counter.nfe
-        res = sampler(net, z, y, seeds=seeds)
-        nfe_total += counter.nfe - before
-        batches += 1
-        x = res.x if hasattr(res, "x") else res
-        if not torch.isfinite(x).all():
+        idx = range(start, min(start + batch_size, num_samples))
+        noise = PerImageNoise([seed * 1_000_003 + i for i in idx], shape, device=device)
+        y = labels[idx.start : idx.stop].to(device) if num_classes > 0 else None
+        res = sampler(model, noise.z, y, noise=noise)
+        nfe.append(res.nfe)
+        if not torch.isfinite(res.x).all():
             raise FloatingPointError(
-                f"sampler {getattr(sampler, 'tag', sampler)} produced non-finite samples; check the endpoint "
-                "setting (sample_eps) and the diffusion coefficient near t = 0 and t = 1"
+                f"sampler {sampler.tag} produced non-finite samples; check the endpoint setting (sample_eps) "
+                "and the diffusion coefficient near t = 0 and t = 1"
             )
-        out.append(x.float().cpu())
-    return torch.cat(out), labels, nfe_total / max(batches, 1)
+        out.append(res.x.float().cpu())
+    return torch.cat(out), labels, sum(nfe) / len(nfe)
 
 
 def _save_grid(images: Tensor, path: Path, n: int) -> Path:
@@ -94,10 +88,26 @@ def _save_grid(images: Tensor, path: Path, n: int) -> Path:
     return path
 
 
+def _heldout_loss_curve(cfg: DictConfig, model, device):
+    """L_t of the trained model on held-out images (for w_KL,eta), at ``loss_knots`` times."""
+    from hydra.utils import instantiate
+
+    from .transport.diffusion import estimate_loss_curve
+
+    d = cfg.diffusion
+    ds = build_data(cfg, "train" if cfg.data.name == "latents" else cfg.eval.reference_split)
+    n = min(int(d.loss_samples), len(ds))
+    x = torch.stack([ds[i][0] for i in range(n)]).to(device)
+    y = torch.tensor([int(ds[i][1]) for i in range(n)], device=device) if cfg.data.num_classes > 0 else None
+    g = torch.Generator(device=device).manual_seed(int(cfg.eval.seed))
+    with torch.no_grad():
+        return estimate_loss_curve(model, x, instantiate(cfg.interpolant), cfg.prediction.name, y=y,
+                                   num_t=int(d.loss_knots), generator=g)
+
+
 def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any], *, job_dir: Path,
                  logger=None, step: int | None = None) -> dict[str, Any]:
     """Sample from the EMA weights, compute metrics and GFLOPs, append rows, log to W&B; returns the rows."""
-    from .data import build_dataset
     from .metrics import compute_metrics
     from .metrics.flops import model_gflops, sample_gflops, train_gflops
     from .results import append_rows, environment_info
@@ -107,15 +117,17 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
     net.load_state_dict(ema_state)
     net.eval().to(device)
     model = training.predict_fn(net)
-    sampler = build_sampler_from_cfg(cfg, ddpm=training.ddpm)
-    tag = sampler_tag(cfg)
+    loss_curve = None
+    if cfg.sampler.name == "sde" and cfg.diffusion.name == "w_kl_eta":
+        loss_curve = _heldout_loss_curve(cfg, model, device)
+    sampler = build_sampler_from_cfg(cfg, ddpm=training.ddpm, loss_curve=loss_curve)
+    tag = sampler.tag
     ev, m = cfg.eval, cfg.model
     shape = (m.in_channels, m.input_size, m.input_size)
     t0 = time.time()
     images, labels, nfe = generate(
         model, sampler, num_samples=ev.num_samples, batch_size=ev.batch_size, shape=shape,
-        num_classes=cfg.data.num_classes, seed=ev.seed, guidance_scale=cfg.guidance.scale,
-        legacy_channels=cfg.guidance.legacy_channels, device=device,
+        num_classes=cfg.data.num_classes, seed=ev.seed, device=device,
     )
     sample_wall = time.time() - t0
     if cfg.data.name == "latents":
@@ -126,8 +138,14 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
                             for i in range(0, len(images), 32)])
     grid = _save_grid(images, job_dir / "samples.png", min(ev.grid, len(images)))
     t1 = time.time()
-    ref = build_dataset(cfg.data.name, split=ev.reference_split, **({"root": cfg.data.root} if "root" in cfg.data else {}))
-    scores = compute_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics))
+    if cfg.data.name in ("image_folder", "latents"):  # a user's folder: statistics cached under its path
+        ref = build_data(cfg, ev.reference_split)
+        root = cfg.data.get("reference_root", cfg.data.root)
+        cache_name = f"{cfg.data.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+    else:  # an embedded dataset, by name: statistics cached per (dataset, split, extractor)
+        ref, cache_name = f"{cfg.data.name}/{ev.reference_split}", None
+    scores = compute_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics),
+                             real_cache_name=cache_name)
     metric_wall = time.time() - t1
 
     gf = model_gflops(net, conditional=cfg.data.num_classes > 0)
@@ -157,6 +175,8 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
         **{f"env_{k}": v for k, v in environment_info().items()},
     }
     rows = []
+    base.update(extractor=scores.pop("extractor", None), num_real=scores.pop("num_real", None))
+    scores.pop("num_fake", None)
     for name, value in scores.items():
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):

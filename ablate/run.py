@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .build import ConfigError, axes, build_training, train_config, train_key, validate
+from .build import axes, build_data, build_training, train_config, train_key, validate
 
 __all__ = ["main", "run", "train_or_reuse"]
 
@@ -84,7 +84,6 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .checkpointing import AtomicCheckpointIO, atomic_torch_save, file_lock, load_checkpoint
-    from .data import build_dataset
     from .lit import DiffusionModule, StepSampler
 
     key = train_key(cfg)
@@ -103,7 +102,7 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             training.net, training.loss_fn, lr=tr.lr, weight_decay=tr.weight_decay, ema_decay=tr.ema_decay,
             seed=cfg.seed, nan_policy=tr.nan_policy, conditional=cfg.data.num_classes > 0,
         )
-        dataset = build_dataset(cfg.data.name, split="train", **({"root": cfg.data.root} if "root" in cfg.data else {}))
+        dataset = build_data(cfg, "train")
         ckpt_cb = ModelCheckpoint(
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
             enable_version_counter=False,
@@ -147,11 +146,13 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
         return training, module.ema.state_dict(), {**info, "reused": False, "train_key": key}
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, job_dir: str | Path | None = None) -> dict:
+    """One run (train or reuse, then evaluate). ``job_dir``: where the sample grid and W&B files go
+    (default: the Hydra job's output directory)."""
     from .evaluate import evaluate_run
 
     validate(cfg)
-    job_dir = _job_dir()
+    job_dir = Path(job_dir) if job_dir is not None else _job_dir()
     check_writable(Path(cfg.out_dir))
     check_writable(job_dir)
     name = axes(cfg)["sampler_tag"]
@@ -175,8 +176,6 @@ def _record_failure(cfg: DictConfig, err: BaseException) -> None:
 def main(cfg: DictConfig):
     try:
         return run(cfg)
-    except ConfigError:
-        raise
     except Exception as e:
         _record_failure(cfg, e)
         if _is_multirun():

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from ablate.build import ConfigError, axes, train_key, validate
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 GROUPS = ["time", "prediction", "interpolant", "weighting", "time_density", "sampler", "diffusion", "guidance",
@@ -24,7 +25,7 @@ def _valid_context(group, option):
     if group == "guidance" and option != "none":
         return []
     if group == "data" and option in ("image_folder", "latents"):
-        return ["data.root=/nonexistent"]
+        return ["data.root=/nonexistent"] + (["data.reference_root=/nonexistent"] if option == "latents" else [])
     return []
 
 
@@ -84,6 +85,8 @@ def test_unknown_axis_value_names_the_valid_choices(compose):
         (["trainer.nan_policy=ignore"], ["nan_policy", "ignore", "stop"]),
         (["guidance=cfg", "model.class_dropout_prob=0"], ["guidance.scale", "class dropout"]),
         (["time.network_time=seconds"], ["network_time", "seconds", "1-t"]),
+        (["data=image_folder"], ["data.root"]),
+        (["data=latents", "data.root=/x"], ["data.reference_root"]),
     ],
 )
 def test_bad_values_and_combinations_fail_with_names(compose, overrides, words):
@@ -99,8 +102,8 @@ def test_train_key_ignores_sampling_axes_and_tracks_training_axes(compose):
     for o in (["sampler=sde"], ["diffusion=sigma"], ["sampler.steps=10"], ["guidance=cfg"], ["eval.num_samples=7"],
               ["trainer.ckpt_every=3"]):
         assert train_key(compose(o)) == base, o
-    for o in (["interpolant=vp"], ["prediction=score"], ["seed=1"], ["trainer.steps=7"], ["model.class_dropout_prob=0.2"],
-              ["train_eps=0.01"]):
+    for o in (["interpolant=vp"], ["prediction=score"], ["seed=1"], ["trainer.steps=7"],
+              ["model.class_dropout_prob=0.2"], ["train_eps=0.01"]):
         assert train_key(compose(o)) != base, o
 
 
