@@ -66,36 +66,31 @@ def model_gflops(
         raise ValueError("model_gflops needs input_size and in_channels (the model does not define them)")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    meta = copy.deepcopy(model).to("meta").eval() if not _is_meta(model) else model.eval()
+    meta = _meta_copy(model, input_size)
     x = torch.zeros(batch, in_channels, input_size, input_size, device="meta")
     t = torch.zeros(batch, dtype=torch.long, device="meta")
     kwargs = {}
     if conditional and getattr(meta, "num_classes", 0):
         kwargs["y"] = torch.zeros(batch, dtype=torch.long, device="meta")
-    if getattr(meta, "input_size", input_size) != input_size:
-        meta = _resized(meta, input_size)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         meta(x, t, **kwargs)
     return counter.get_total_flops() / 2 / batch / 1e9
 
 
-def _is_meta(model: nn.Module) -> bool:
-    p = next(model.parameters(), None)
-    return p is not None and p.is_meta
-
-
-def _resized(model: nn.Module, input_size: int) -> nn.Module:
-    """A meta-device copy of a DiT built for another input size (FLOPs at 512 px of a 256-px model)."""
+def _meta_copy(model: nn.Module, input_size: int) -> nn.Module:
+    """A meta-device twin of ``model`` (the caller's model is left untouched). A DiT is rebuilt from its
+    configuration (no weights are copied, any input size); other modules are deep-copied."""
     from ablate.models.dit import DiT
 
-    if not isinstance(model, DiT):
+    if isinstance(model, DiT):
+        code = DiT.__init__.__code__
+        cfg = {k: getattr(model, k) for k in code.co_varnames[1 : code.co_argcount]}
+        with torch.device("meta"):
+            return DiT(**dict(cfg, input_size=input_size)).eval()
+    if getattr(model, "input_size", input_size) != input_size:
         raise ValueError(f"cannot change input_size of a {type(model).__name__}; pass a model built for it")
-    cfg = {
-        k: getattr(model, k) for k in DiT.__init__.__code__.co_varnames[1 : DiT.__init__.__code__.co_argcount]
-    }
-    with torch.device("meta"):
-        return DiT(**dict(cfg, input_size=input_size)).eval()
+    return copy.deepcopy(model).to("meta").eval()
 
 
 def sample_gflops(model_gflops: float, nfe: int, cfg: bool) -> float:

@@ -81,3 +81,19 @@ def test_budget_formulas():
         sample_gflops(1.0, nfe=-1, cfg=False)
     with pytest.raises(ValueError, match="images_seen"):
         train_gflops(1.0, -5)
+
+
+def test_any_module_with_an_image_signature_is_counted():
+    class Tiny(torch.nn.Module):
+        input_size, in_channels = 4, 2
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(32, 5)
+
+        def forward(self, x, t):
+            return self.lin(x.flatten(1))
+
+    assert model_gflops(Tiny()) == pytest.approx(32 * 5 / 1e9, rel=1e-12)
+    with pytest.raises(ValueError, match="cannot change input_size of a Tiny"):
+        model_gflops(Tiny(), input_size=8)
