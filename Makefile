@@ -36,3 +36,8 @@ gflops: $(STAMP)
 TCMALLOC := $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)
 bench: $(STAMP)
 	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python benchmarks/train_step.py --quick --out benchmarks/results
+
+# The main job: train + evaluate the default configuration on the embedded digits.
+.PHONY: run
+run: $(STAMP)
+	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python -m ablate.run $(ARGS)
