@@ -152,6 +152,7 @@ def axes(cfg: DictConfig) -> dict[str, Any]:
         "train_eps": cfg.get("train_eps"),
         "sample_eps": cfg.get("sample_eps"),
         "sampler_tag": sampler_tag(cfg),
+        "row": None if cfg.get("row") is None else str(cfg.row),
     }
 
 
