@@ -23,18 +23,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from .build import axes, build_data, build_sampler_from_cfg
+from .metric_names import EVAL_GLOB, EVAL_STEP_METRIC, GFLOPS, GLOBAL_STEP, NFE, SAMPLES, count_label, metric_key
 
 __all__ = ["generate", "evaluate_run", "metric_key", "count_label"]
-
-
-def count_label(n: int) -> str:
-    """1000 -> '1k', 50000 -> '50k', 640 -> '640'."""
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
-
-
-def metric_key(metric: str, num_samples: int, tag: str) -> str:
-    """The logged name of a sample-quality metric: ``eval/<metric><N>/<sampler tag>``."""
-    return f"eval/{metric}{count_label(num_samples)}/{tag}"
 
 
 @torch.no_grad()
@@ -185,15 +176,17 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
     append_rows(cfg.results, rows)
     if logger is not None:
         logged = {r["metric"]: r["value"] for r in rows}
-        logged.update({f"eval/{k}": v for k, v in gflops.items()})
-        logged["eval/nfe"] = nfe
-        logged["trainer/global_step"] = steps_done
+        # The tag-free alias: one key per metric shared by every run of a study (see ablate/metric_names.py).
+        logged.update({metric_key(r["metric_base"], ev.num_samples): r["value"] for r in rows})
+        logged.update({GFLOPS[k]: v for k, v in gflops.items()})
+        logged[NFE] = nfe
+        logged[GLOBAL_STEP] = steps_done
         try:
             import wandb
 
             exp = logger.experiment
-            exp.define_metric("eval/*", step_metric="eval/train_gflops")
-            exp.log({**logged, "eval/samples": wandb.Image(str(grid), caption=tag)})
+            exp.define_metric(EVAL_GLOB, step_metric=EVAL_STEP_METRIC)
+            exp.log({**logged, SAMPLES: wandb.Image(str(grid), caption=tag)})
         except Exception as e:  # logging must never lose the local rows
             print(f"[ablate] W&B logging failed ({e}); rows are in {cfg.results}")
     for r in rows:

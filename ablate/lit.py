@@ -17,6 +17,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from .metric_names import TRAIN_LOSS, TRAIN_SKIPPED_STEPS
+
 __all__ = ["DiffusionModule", "StepSampler", "NonFiniteLossError", "step_seed"]
 
 
@@ -102,11 +104,11 @@ class DiffusionModule(L.LightningModule):
                    f"(nan_policy={self.nan_policy})")
             if self.nan_policy == "skip":
                 self.skipped_steps += 1
-                self.log("train/skipped_steps", float(self.skipped_steps))
+                self.log(TRAIN_SKIPPED_STEPS, float(self.skipped_steps))
                 print(f"[ablate] {msg}: step skipped")
                 return None  # Lightning skips the optimizer step
             raise NonFiniteLossError(msg + ": stopping; set trainer.nan_policy=skip to skip such steps")
-        self.log("train/loss", loss, prog_bar=True)
+        self.log(TRAIN_LOSS, loss, prog_bar=True)
         return loss
 
     def optimizer_step(self, *args, **kwargs):
