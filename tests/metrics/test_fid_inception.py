@@ -35,3 +35,32 @@ def test_conversion_rejects_a_shape_mismatch():
     shapes = _torch_fidelity_inception_shapes()
     with pytest.raises(ValueError, match="shape mismatch"):
         convert_fid_helper_state_dict(_tf_named(shapes, perturb=(7, 7, 1, 1)))
+
+
+@pytest.mark.slow  # four Inception forwards at 299x299: ~20 s on 2 busy CPU cores
+def test_inception_path_runs_offline_from_a_local_weights_file(tmp_path, monkeypatch):
+    """Plumbing of the real-image path: a local weights file (here randomly initialised, the official one is
+    not available offline) is passed to torch-fidelity's Inception; grey images are repeated to RGB."""
+    from ablate.metrics import compute_metrics
+
+    shapes = _torch_fidelity_inception_shapes()
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for k, s in shapes.items():
+        if k.endswith("num_batches_tracked"):
+            sd[k] = torch.zeros(s, dtype=torch.long)
+        elif k.endswith("running_var") or k.endswith("bn.weight"):
+            sd[k] = torch.ones(s)
+        elif k.endswith("conv.weight"):
+            sd[k] = torch.randn(s, generator=g) * (2.0 / (s[1] * s[2] * s[3])) ** 0.5
+        else:
+            sd[k] = torch.zeros(s)
+    path = tmp_path / "inception-random.pth"
+    torch.save(sd, path)
+    monkeypatch.setenv("ABLATE_INCEPTION_WEIGHTS", str(path))
+    x = torch.rand(3, 1, 16, 16, generator=g) * 2 - 1
+    y = torch.rand(3, 1, 16, 16, generator=g) * 2 - 1
+    same = compute_metrics(x, x, extractor="auto", batch_size=3)
+    other = compute_metrics(x, y * 0.2, extractor="auto", batch_size=3)
+    assert same["extractor"] == "inception-v3-compat"
+    assert abs(same["fid"]) < 1e-3 * other["fid"] and other["fid"] > 0
