@@ -209,11 +209,11 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
-        # unbind (not qkv[0], qkv[1], qkv[2]): its backward is one stack instead of three zero-filled copies.
-        q, k, v = (
-            self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        )
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, T, d_h]
+        # Split q, k, v with unbind on the [B, T, 3, heads, d_h] view (not qkv[0], qkv[1], qkv[2] after a
+        # permute): its backward is a single stack written straight into the qkv gradient's layout, where
+        # indexing zero-fills three full-size buffers and the permuted layout needs one more copy.
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads).unbind(2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
 
