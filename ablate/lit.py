@@ -1,10 +1,12 @@
 """The LightningModule: thin. Built objects (network, loss function) are injected; see ablate/build.py.
 
-Determinism and exact resume: every training step re-seeds the global RNG from (seed, global_step, rank), so
-the batch, t, noise and class dropout of step k do not depend on what happened before it. A run killed at any
-moment and resumed from its last checkpoint (weights, EMA, optimizer, step) therefore ends with the same
-weights as an uninterrupted one. The data order comes from :class:`StepSampler`, also a pure function of
-(seed, step).
+Determinism and exact resume: every training step re-seeds the global RNG from (seed, global_step), so
+the batch, t, noise and class dropout of step k do not depend on what happened before it. With several
+processes every rank draws them for the global batch and keeps its share
+(:class:`ablate.distributed.GlobalBatchRandom`), so they do not depend on the number of processes either.
+A run killed at any moment and resumed from its last checkpoint (weights, EMA, optimizer, step) therefore
+ends with the same weights as an uninterrupted one, also when resumed on another number of devices. The data
+order comes from :class:`StepSampler`, also a pure function of (seed, step).
 """
 
 from __future__ import annotations
@@ -94,13 +96,25 @@ class DiffusionModule(L.LightningModule):
         )
 
     def on_train_batch_start(self, batch, batch_idx):
-        torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
+        # The same seed on every rank: the step's randomness is drawn for the global batch (see training_step).
+        torch.manual_seed(step_seed(self.seed, self.global_step))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss_fn(self.net, x, y if self.conditional else None).mean()
-        if not torch.isfinite(loss):
-            msg = (f"non-finite training loss {loss.item()} at step {self.global_step} "
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # Draw eps, t and class dropout for the whole global batch and keep this rank's slice, so the
+            # trajectory does not depend on the number of processes (ablate/distributed.py).
+            from .distributed import GlobalBatchRandom
+
+            with GlobalBatchRandom(self.global_rank, world, x.shape[0]):
+                loss = self.loss_fn(self.net, x, y if self.conditional else None).mean()
+        else:
+            loss = self.loss_fn(self.net, x, y if self.conditional else None).mean()
+        # The global-batch loss (mean over ranks): every rank takes the same skip/stop decision and logs it.
+        global_loss = loss.detach() if world == 1 else self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+        if not torch.isfinite(global_loss):
+            msg = (f"non-finite training loss {global_loss.item()} at step {self.global_step} "
                    f"(nan_policy={self.nan_policy})")
             if self.nan_policy == "skip":
                 self.skipped_steps += 1
@@ -108,7 +122,7 @@ class DiffusionModule(L.LightningModule):
                 print(f"[ablate] {msg}: step skipped")
                 return None  # Lightning skips the optimizer step
             raise NonFiniteLossError(msg + ": stopping; set trainer.nan_policy=skip to skip such steps")
-        self.log(TRAIN_LOSS, loss, prog_bar=True)
+        self.log(TRAIN_LOSS, global_loss, prog_bar=True)
         return loss
 
     def optimizer_step(self, *args, **kwargs):
@@ -117,6 +131,12 @@ class DiffusionModule(L.LightningModule):
         with torch.no_grad():
             # ema <- decay * ema + (1 - decay) * net, fused over all tensors.
             torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1.0 - self.ema_decay)
+
+    def on_train_end(self):
+        # With ddp_fork/ddp_spawn, fit runs in child processes and Lightning returns only the weights and
+        # callback_metrics to the main process, not the loop state: send the step counts that way.
+        self.trainer.callback_metrics["ablate/global_step"] = torch.tensor(float(self.global_step))
+        self.trainer.callback_metrics["ablate/skipped_steps"] = torch.tensor(float(self.skipped_steps))
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["ablate"] = {"skipped_steps": self.skipped_steps, "seed": self.seed}

@@ -113,6 +113,7 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             callbacks=[ckpt_cb, *callbacks], plugins=[AtomicCheckpointIO()], log_every_n_steps=tr.log_every,
             gradient_clip_val=tr.grad_clip, enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=str(ckpt_dir), deterministic=False,
+            use_distributed_sampler=False,  # StepSampler already gives each rank its share of the global batch
         )
 
         class _Data(L.LightningDataModule):
@@ -132,14 +133,18 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
         t0 = time.time()
         trainer.fit(module, datamodule=_Data(), ckpt_path=resume)
         wall = time.time() - t0
-        if trainer.global_step < tr.steps:
-            raise RuntimeError(f"training stopped at step {trainer.global_step} of {tr.steps}")
+        # ddp_fork/ddp_spawn train in child processes; the counts come back in callback_metrics (lit.py).
+        done = trainer.callback_metrics
+        steps_done = int(done["ablate/global_step"]) if "ablate/global_step" in done else trainer.global_step
+        skipped = int(done["ablate/skipped_steps"]) if "ablate/skipped_steps" in done else module.skipped_steps
+        if steps_done < tr.steps:
+            raise RuntimeError(f"training stopped at step {steps_done} of {tr.steps}")
         info = {
-            "train_steps": int(trainer.global_step),
-            "images_seen": int(trainer.global_step) * int(tr.batch_size),
+            "train_steps": steps_done,
+            "images_seen": steps_done * int(tr.batch_size),
             "train_wall_s": wall,
             "resumed_from": resume,
-            "skipped_steps": module.skipped_steps,
+            "skipped_steps": skipped,
         }
         if trainer.is_global_zero:
             atomic_torch_save({"net": module.net.state_dict(), "ema": module.ema.state_dict(), "info": info}, final)
