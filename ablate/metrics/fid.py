@@ -114,7 +114,7 @@ class _Uint8Images(Dataset):
         x = self.source[i]
         if isinstance(x, (tuple, list)):
             x = x[0]
-        x = to_uint8(x)
+        x = to_uint8(x).cpu()  # torch-fidelity's DataLoader pins memory on CUDA runs: items must be on the CPU
         if self.channels is not None and x.shape[0] != self.channels:
             if x.shape[0] != 1:
                 raise ValueError(f"cannot map {x.shape[0]}-channel images to {self.channels} channels")
