@@ -192,6 +192,28 @@ def bench_one(args, preset, mode, variant, device, peak_n):
         undo()
 
 
+def profile_one(args, preset, mode, variant, device, steps: int = 2) -> str:
+    """torch.profiler table (self time per operator, top 20) of ``steps`` training steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    undo = _baseline_patches() if variant == "baseline" else (lambda: None)
+    try:
+        batch = args.batch or (256 if device.type == "cuda" else DEFAULT_BATCH.get(preset, 16))
+        overrides = dict(input_size=32, in_channels=4) if preset.startswith("DiT-") else {}
+        step = TrainStep(preset, batch, device, mode, variant, args.compile, **overrides)
+        step()
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                step()
+            _sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=60)
+        return f"## {preset} {mode} {variant} (batch {batch}, {steps} steps)\n\n```\n{table}\n```\n"
+    finally:
+        undo()
+
+
 def summarise(res: dict, peak32: float, peak16: float, threads: int) -> dict:
     flops_per_image = 3 * 2 * res["gmacs_per_image"] * 1e9
     ips = [r["images_per_s"] for r in res["repeats"]]
@@ -311,6 +333,8 @@ def main(argv=None):
     )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--name", default="train_step", help="output file stem: <out>/<name>.json and .md")
+    ap.add_argument("--peak-n", type=int, default=None, help="matmul size of the peak (CPU 1024, GPU 8192)")
+    ap.add_argument("--profile", action="store_true", help="also write <name>_profile.md (torch.profiler)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -333,7 +357,7 @@ def main(argv=None):
         CLOCK = time.process_time
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (peak and model alike)
-    peak_n = 8192 if device.type == "cuda" else 1024
+    peak_n = args.peak_n or (8192 if device.type == "cuda" else 1024)
 
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = []
@@ -368,6 +392,9 @@ def main(argv=None):
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
     write_markdown(out / f"{args.name}.md", report)
     print((out / f"{args.name}.md").read_text())
+    if args.profile:
+        tables = [profile_one(args, p, m, v, device) for p in args.presets for m in args.modes for v in args.variants]
+        (out / f"{args.name}_profile.md").write_text("# Where the time goes\n\n" + "\n".join(tables))
 
 
 if __name__ == "__main__":
