@@ -40,23 +40,28 @@ def generate(
     seed: int,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    start: int = 0,
 ) -> tuple[Tensor, Tensor, float]:
     """Generate ``num_samples`` images; returns (images [N, *shape] on CPU, labels [N], NFE per image).
+
+    ``start``: the index of the first image, so that a rank generating images ``[start, start + N)`` of a
+    sharded evaluation (``ablate.distributed.shard_range``) gets the seeds and labels of those indices.
 
     Guidance is the sampler's (it wraps the model); NFE is counted by the sampler's own wrapper.
     """
     from .sampling import PerImageNoise
 
-    labels = torch.arange(num_samples) % num_classes if num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
+    index = torch.arange(start, start + num_samples)
+    labels = index % num_classes if num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
     out, nfe = [], []
     rng = range(0, num_samples, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         rng = tqdm(rng, desc="sampling", unit="batch")
-    for start in rng:
-        idx = range(start, min(start + batch_size, num_samples))
-        noise = PerImageNoise([seed * 1_000_003 + i for i in idx], shape, device=device)
+    for b0 in rng:
+        idx = range(b0, min(b0 + batch_size, num_samples))
+        noise = PerImageNoise([seed * 1_000_003 + start + i for i in idx], shape, device=device)
         y = labels[idx.start : idx.stop].to(device) if num_classes > 0 else None
         res = sampler(model, noise.z, y, noise=noise)
         nfe.append(res.nfe)
@@ -99,6 +104,7 @@ def _heldout_loss_curve(cfg: DictConfig, model, device):
 def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any], *, job_dir: Path,
                  logger=None, step: int | None = None) -> dict[str, Any]:
     """Sample from the EMA weights, compute metrics and GFLOPs, append rows, log to W&B; returns the rows."""
+    from .distributed import all_reduce_mean, rank_world, shard_range, sharded_metrics
     from .metrics import compute_metrics
     from .metrics.flops import model_gflops, sample_gflops, train_gflops
     from .results import append_rows, environment_info
@@ -116,10 +122,14 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
     ev, m = cfg.eval, cfg.model
     shape = (m.in_channels, m.input_size, m.input_size)
     t0 = time.time()
+    # Under DDP (process group initialised), each rank samples its contiguous share of the image indices.
+    rank, world = rank_world()
+    share = shard_range(ev.num_samples, rank, world)
     images, labels, nfe = generate(
-        model, sampler, num_samples=ev.num_samples, batch_size=ev.batch_size, shape=shape,
-        num_classes=cfg.data.num_classes, seed=ev.seed, device=device,
+        model, sampler, num_samples=len(share), batch_size=ev.batch_size, shape=shape,
+        num_classes=cfg.data.num_classes, seed=ev.seed, device=device, start=share.start,
     )
+    nfe = all_reduce_mean(nfe, len(share))
     sample_wall = time.time() - t0
     if cfg.data.name == "latents":
         from .data.latents import decode_latents, load_vae
@@ -127,7 +137,7 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
         vae = load_vae(cfg.data.vae, device=device)
         images = torch.cat([decode_latents(vae, images[i : i + 32].to(device)).cpu()
                             for i in range(0, len(images), 32)])
-    grid = _save_grid(images, job_dir / "samples.png", min(ev.grid, len(images)))
+    grid = _save_grid(images, job_dir / "samples.png", min(ev.grid, len(images))) if rank == 0 else None
     t1 = time.time()
     if cfg.data.name in ("image_folder", "latents"):  # a user's folder: statistics cached under its path
         ref = build_data(cfg, ev.reference_split)
@@ -135,8 +145,14 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
         cache_name = f"{cfg.data.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
     else:  # an embedded dataset, by name: statistics cached per (dataset, split, extractor)
         ref, cache_name = f"{cfg.data.name}/{ev.reference_split}", None
-    scores = compute_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics),
-                             real_cache_name=cache_name)
+    if world > 1:  # features gathered in index order, one score on rank 0; other ranks stop here
+        scores = sharded_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics),
+                                 real_cache_name=cache_name)
+        if scores is None:
+            return {"rows": [], "samples": None}
+    else:
+        scores = compute_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics),
+                                 real_cache_name=cache_name)
     metric_wall = time.time() - t1
 
     gf = model_gflops(net, conditional=cfg.data.num_classes > 0)
