@@ -33,6 +33,7 @@ __all__ = [
     "all_reduce_mean",
     "extract_features",
     "sharded_fid",
+    "sharded_metrics",
 ]
 
 
@@ -255,3 +256,26 @@ def sharded_fid(local_images: Tensor, real, *, extractor: str = "auto", batch_si
         2, fe, layer, input2=real_ds, batch_size=batch_size, cuda=cuda, save_cpu_ram=True, verbose=False, **kw)
     fid = fid_statistics_to_metric(fake_stats, real_stats, False)["frechet_inception_distance"]
     return {"fid": float(fid), "num_fake": int(feats.shape[0]), "num_real": len(real_ds), "extractor": name}
+
+
+def sharded_metrics(local_images: Tensor, real, *, extractor: str = "auto", metrics=("fid",),
+                    real_cache_name: str | None = None, **kw) -> dict | None:
+    """The metrics of :func:`ablate.metrics.fid.compute_metrics` over the images of all ranks (rank 0 returns
+    them, the others ``None``). FID alone goes through :func:`sharded_fid` (features gathered); KID, IS and
+    precision/recall need the full feature sets inside torch-fidelity, so for them the images are gathered to
+    every rank as uint8 (1 byte per pixel) and rank 0 computes everything with ``compute_metrics``."""
+    from .data.embedded import to_uint8
+    from .metrics import compute_metrics
+
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if set(metrics) == {"fid"}:
+        return sharded_fid(local_images, real, extractor=extractor, real_cache_name=real_cache_name, **kw)
+    rank, world = rank_world()
+    u8 = torch.stack([to_uint8(x) for x in local_images])
+    if world > 1 and dist.get_backend() == "nccl":
+        u8 = gather_rows(u8.cuda()).cpu()
+    else:
+        u8 = gather_rows(u8)
+    if rank != 0:
+        return None
+    return compute_metrics(u8, real, extractor=extractor, metrics=metrics, real_cache_name=real_cache_name, **kw)

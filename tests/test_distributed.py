@@ -1,0 +1,276 @@
+"""Scale-out on CPU: two gloo processes against one.
+
+- the step randomness and the data stream do not depend on the number of processes (exact, in-process);
+- two-process DDP (trainer=ddp_cpu: ddp_fork, gloo) follows the one-process loss trajectory and ends at the
+  same weights and EMA (tolerance 1e-5 relative: only the gradient all-reduce changes the summation order);
+  the EMA is identical on both ranks;
+- 2 steps on one process resumed to 4 steps on two processes equals 4 steps on one process;
+- sharded generation + feature gathering gives the single-process FID on the same samples;
+- the submitit launcher in local mode runs a two-point sweep (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from lightning.pytorch.callbacks import Callback
+
+from ablate.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
+from ablate.lit import StepSampler
+from ablate.metric_names import TRAIN_LOSS
+
+FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
+        "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]
+RTOL = 1e-5  # one process vs two: the same arithmetic up to the order of the gradient all-reduce
+
+
+# ----------------------------------------------------------------------------------------------------
+# In-process: shards, global-batch draws, data stream
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,world", [(10, 1), (10, 2), (11, 2), (7, 3), (2, 4), (0, 2)])
+def test_shard_range_partitions_in_rank_order_and_balanced(n, world):
+    shards = [shard_range(n, r, world) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_shard_range_rejects_bad_rank():
+    with pytest.raises(ValueError, match="rank=2, world=2"):
+        shard_range(10, 2, 2)
+
+
+def _draws():
+    return (torch.randn(4, 3, 2), torch.rand(4), torch.randint(0, 1000, (4,)), torch.randn(size=(4, 5)),
+            torch.rand((4, 1)))
+
+
+def test_global_batch_random_gives_each_rank_its_slice_of_the_global_draw():
+    world, b = 3, 4
+    torch.manual_seed(123)
+    big = (torch.randn(12, 3, 2), torch.rand(12), torch.randint(0, 1000, (12,)), torch.randn(12, 5),
+           torch.rand(12, 1))
+    for rank in range(world):
+        torch.manual_seed(123)
+        with GlobalBatchRandom(rank, world, b):
+            got = _draws()
+        for g, full in zip(got, big, strict=True):
+            assert torch.equal(g, full[rank * b : (rank + 1) * b])
+
+
+def test_global_batch_random_refuses_draws_it_cannot_map():
+    x = torch.zeros(4)
+    with GlobalBatchRandom(0, 2, 4), pytest.raises(RuntimeError, match="randn_like"):
+        torch.randn_like(x)
+    with GlobalBatchRandom(0, 2, 4), pytest.raises(RuntimeError, match="normal_"):
+        x.normal_()
+    with GlobalBatchRandom(0, 2, 4), pytest.raises(RuntimeError, match=r"local batch size 4"):
+        torch.randn(3, 2)
+
+
+def test_training_loss_of_two_shards_equals_the_global_batch_loss(compose):
+    """The loss closure (noise, t, class dropout inside the DiT) under the mode: per-sample losses of the two
+    rank shards, concatenated, equal the one-process per-sample losses of the global batch."""
+    from ablate.build import build_training
+
+    for axes in (["prediction=velocity"], ["time=discrete", "prediction=noise", "interpolant=vp",
+                                           "sampler=ddpm"]):
+        tr = build_training(compose(FAST + axes))
+        tr.net.train()
+        x = torch.randn(8, 1, 8, 8)
+        y = torch.arange(8) % 10
+        torch.manual_seed(5)
+        full = tr.loss_fn(tr.net, x, y)
+        parts = []
+        for rank in range(2):
+            torch.manual_seed(5)
+            with GlobalBatchRandom(rank, 2, 4):
+                parts.append(tr.loss_fn(tr.net, x[rank * 4 : rank * 4 + 4], y[rank * 4 : rank * 4 + 4]))
+        torch.testing.assert_close(torch.cat(parts), full, rtol=1e-5, atol=1e-6)
+
+
+def test_step_sampler_stream_is_independent_of_world_size_and_resumes():
+    n, gb, seed = 50, 8, 3
+
+    def batches(world, start, steps):  # the global batches, rank shares concatenated in rank order
+        its = [iter(StepSampler(n, gb, seed, start_step=start, rank=r, world=world)) for r in range(world)]
+        return [[next(it) for it in its for _ in range(gb // world)] for _ in range(steps)]
+
+    one = batches(1, 0, 10)
+    assert batches(2, 0, 10) == one
+    assert batches(4, 3, 7) == one[3:]  # 3 steps on one process, then 7 on four
+
+
+# ----------------------------------------------------------------------------------------------------
+# Two gloo processes
+# ----------------------------------------------------------------------------------------------------
+
+
+def _in_group(rank, world, init_file, fn, *args):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn, world, tmp_path, *args):
+    """Run fn(rank, world, *args) in ``world`` forked processes joined in a gloo group."""
+    torch.set_num_threads(1)
+    mp.start_processes(_in_group, args=(world, str(tmp_path / "pg_init"), fn, *args), nprocs=world,
+                       start_method="fork")
+
+
+def _gather_check(rank, world, out):
+    x = torch.arange(3 + rank, dtype=torch.float32)[:, None] + 100 * rank
+    torch.save(gather_rows(x), f"{out}/{rank}.pt")
+
+
+def test_gather_rows_concatenates_uneven_shares_in_rank_order(tmp_path):
+    run_ranks(_gather_check, 2, tmp_path, str(tmp_path))
+    want = torch.cat([torch.arange(3.0)[:, None], torch.arange(4.0)[:, None] + 100])
+    for r in range(2):
+        assert torch.equal(torch.load(tmp_path / f"{r}.pt"), want)
+
+
+def _images(n=101):
+    from ablate.data import build_dataset
+
+    ds = build_dataset("digits", split="test")
+    x = torch.stack([ds[i][0] for i in range(n)])
+    return (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+
+
+def _fid_rank(rank, world, out, metrics):
+    imgs = _images()
+    share = shard_range(len(imgs), rank, world)
+    res = sharded_metrics(imgs[share.start : share.stop], "digits/test", metrics=metrics)
+    if rank == 0:
+        Path(out).write_text(json.dumps(res))
+    else:
+        assert res is None
+
+
+@pytest.mark.parametrize("metrics", [("fid",), ("fid", "kid")])
+def test_sharded_fid_equals_single_process_fid_on_the_same_samples(tmp_path, metrics):
+    from ablate.metrics import compute_metrics
+
+    out = tmp_path / "fid.json"
+    run_ranks(_fid_rank, 2, tmp_path, str(out), metrics)
+    got = json.loads(out.read_text())
+    want = compute_metrics(_images(), "digits/test", metrics=metrics)
+    assert got["num_fake"] == want["num_fake"] == 101 and got["extractor"] == want["extractor"]
+    for k in ("fid", "kid_mean") if "kid" in metrics else ("fid",):
+        assert got[k] == pytest.approx(want[k], rel=1e-6), k
+    assert sharded_fid(_images(), "digits/test")["fid"] == pytest.approx(want["fid"], rel=1e-6)  # one process
+
+
+def test_generate_shards_carry_the_single_process_seeds_and_labels():
+    from ablate.evaluate import generate
+    from ablate.sampling import build_sampler
+    from ablate.transport.interpolants import get_interpolant
+
+    sampler = build_sampler("sde_em", interpolant=get_interpolant("linear"), prediction="velocity", steps=3)
+
+    def model(x, t, y=None):  # velocity of N(0, I) data under the linear path: v = (t - (1-t)) x / norm
+        t = t.reshape(-1, *[1] * (x.ndim - 1))
+        return x * (2 * t - 1) / ((1 - t) ** 2 + t**2)
+
+    kw = dict(batch_size=4, shape=(1, 4, 4), num_classes=10, seed=7, progress=False)
+    full, yfull, _ = generate(model, sampler, num_samples=11, **kw)
+    parts = [generate(model, sampler, num_samples=len(s), start=s.start, **kw) for s in
+             (shard_range(11, r, 2) for r in range(2))]
+    assert torch.equal(torch.cat([p[1] for p in parts]), yfull)
+    torch.testing.assert_close(torch.cat([p[0] for p in parts]), full, rtol=1e-6, atol=1e-6)
+
+
+class RecordSteps(Callback):
+    """Writes the logged global loss of every step and, at the end, the net and EMA of each rank."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        with open(self.out / f"loss_rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps({"step": trainer.global_step, "loss": float(trainer.callback_metrics[TRAIN_LOSS]),
+                                "local_batch": len(batch[0])}) + "\n")
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save({"ema": pl_module.ema.state_dict(), "net": pl_module.net.state_dict()},
+                   self.out / f"state_rank{trainer.global_rank}.pt")
+
+
+def _train(compose, out_dir, rec_dir, overrides):
+    from ablate.run import train_or_reuse
+
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose(FAST + [f"out_dir={out_dir}", *overrides])
+    _, ema, info = train_or_reuse(cfg, callbacks=[RecordSteps(rec_dir)])
+    losses = [json.loads(line) for line in (rec_dir / "loss_rank0.jsonl").read_text().splitlines()]
+    return ema, info, losses
+
+
+def _assert_close_states(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=RTOL, atol=1e-6, msg=k)
+
+
+def test_two_process_ddp_follows_the_one_process_trajectory(compose, tmp_path):
+    torch.set_num_threads(1)
+    ema1, info1, loss1 = _train(compose, tmp_path / "one", tmp_path / "rec1", ["trainer.steps=4"])
+    ema2, info2, loss2 = _train(compose, tmp_path / "two", tmp_path / "rec2", ["trainer.steps=4",
+                                                                               "trainer=ddp_cpu"])
+    assert info1["train_steps"] == info2["train_steps"] == 4 and info2["images_seen"] == 4 * 32
+    assert [r["local_batch"] for r in loss1] == [32] * 4 and [r["local_batch"] for r in loss2] == [16] * 4
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in loss2]), torch.tensor([r["loss"] for r in loss1]),
+                               rtol=RTOL, atol=0)
+    assert len({r["loss"] for r in loss1}) == 4  # the loss does move: the comparison is not vacuous
+    _assert_close_states(ema2, ema1)  # what the main process gets back from the ranks
+    r0, r1 = (torch.load(tmp_path / "rec2" / f"state_rank{r}.pt") for r in range(2))
+    for k in r0["ema"]:  # the EMA is identical on both ranks, without any EMA communication
+        assert torch.equal(r0["ema"][k], r1["ema"][k]), k
+    _assert_close_states(r0["net"], torch.load(tmp_path / "rec1" / "state_rank0.pt")["net"])
+
+
+def test_resume_on_a_different_number_of_processes_continues_the_trajectory(compose, tmp_path, capfd):
+    torch.set_num_threads(1)
+    ref, _, _ = _train(compose, tmp_path / "ref", tmp_path / "rec_ref", ["trainer.steps=4"])
+    _train(compose, tmp_path / "a", tmp_path / "rec_a", ["trainer.steps=2", "trainer.ckpt_every=1"])
+    (last,) = (tmp_path / "a" / "checkpoints").glob("*/last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    capfd.readouterr()
+    ema, info, losses = _train(compose, tmp_path / "b", tmp_path / "rec_b",
+                               ["trainer.steps=4", "trainer=ddp_cpu", f"ckpt_path={last}"])
+    assert "data stream starts at step 2" in capfd.readouterr().out
+    assert info["train_steps"] == 4 and [r["step"] for r in losses] == [3, 4]
+    _assert_close_states(ema, ref)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_two_point_sweep(tmp_path):
+    from ablate.results import read_results
+
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "hydra/launcher=submitit_local_cpu", "sampler=ode,sde",
+           f"out_dir={tmp_path}", "trainer.steps=2", *FAST]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=os.getcwd())
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Submitit 'local' sweep" in r.stdout + r.stderr
+    df = read_results(tmp_path / "results.jsonl")
+    assert len(df) == 2 and (df["status"] == "ok").all() and set(df["sampler"]) == {"ode", "sde"}
+    assert df["train_key"].nunique() == 1 and sorted(df["reused_checkpoint"].tolist()) == [False, True]
+    assert len(list((tmp_path / "multirun").glob("*/.submitit/*/*_result.pkl"))) == 2
