@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from ablate.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
 from ablate.lit import StepSampler
 from ablate.metric_names import TRAIN_LOSS
+from ablate.results import read_results
 
 FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
         "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]
@@ -193,6 +194,32 @@ def test_generate_shards_carry_the_single_process_seeds_and_labels():
     torch.testing.assert_close(torch.cat([p[0] for p in parts]), full, rtol=1e-6, atol=1e-6)
 
 
+def _evaluate_rank(rank, world, cfg, training, ema, info, job_dir, out):
+    from ablate.evaluate import evaluate_run
+
+    res = evaluate_run(cfg, training, ema, info, job_dir=Path(job_dir) / f"rank{rank}")
+    Path(out, f"rows{rank}.json").write_text(json.dumps(res["rows"], default=str))
+
+
+def test_evaluate_run_sharded_over_two_ranks_gives_the_single_process_row(compose, tmp_path):
+    from ablate.evaluate import evaluate_run
+    from ablate.run import train_or_reuse
+
+    cfg = compose(FAST + [f"out_dir={tmp_path}", "trainer.steps=2", "eval.num_samples=41", "eval.batch_size=8",
+                          "sampler=sde"])
+    training, ema, info = train_or_reuse(cfg)
+    (one,) = evaluate_run(cfg, training, ema, info, job_dir=tmp_path / "single")["rows"]
+    run_ranks(_evaluate_rank, 2, tmp_path, cfg, training, ema, info, str(tmp_path), str(tmp_path))
+    (two,) = json.loads((tmp_path / "rows0.json").read_text())
+    assert json.loads((tmp_path / "rows1.json").read_text()) == []  # only rank 0 writes rows
+    assert two["metric"] == one["metric"] == "eval/fid41/" + two["sampler_tag"]
+    assert two["num_samples"] == 41 and two["nfe"] == one["nfe"]
+    assert two["value"] == pytest.approx(one["value"], rel=1e-5)
+    assert (tmp_path / "rank0" / "samples.png").exists() and not (tmp_path / "rank1").exists()
+    df = read_results(tmp_path / "results.jsonl")
+    assert len(df) == 2  # one row from the single-process run, one from the two-rank run
+
+
 class RecordSteps(Callback):
     """Writes the logged global loss of every step and, at the end, the net and EMA of each rank."""
 
@@ -263,8 +290,6 @@ def test_resume_on_a_different_number_of_processes_continues_the_trajectory(comp
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_two_point_sweep(tmp_path):
-    from ablate.results import read_results
-
     cmd = [sys.executable, "-m", "ablate.run", "-m", "hydra/launcher=submitit_local_cpu", "sampler=ode,sde",
            f"out_dir={tmp_path}", "trainer.steps=2", *FAST]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=os.getcwd())
