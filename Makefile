@@ -53,3 +53,25 @@ gpu-check: $(STAMP)
 .PHONY: tcmalloc
 tcmalloc:
 	dpkg -s libtcmalloc-minimal4 >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q libtcmalloc-minimal4)
+
+# Study tables + plots + results/README.md from the committed rows (no training; see analysis/).
+# RESULTS=<store> SCALE=cpu|paper TABLES_OUT=<dir>; WANDB_PROJECT=entity/project reads a W&B project
+# instead (public API, network), WANDB_EXPORT=<json> its offline export (ablate.tables.export_wandb).
+RESULTS ?= results/cpu/results.jsonl
+SCALE ?= cpu
+TABLES_OUT ?= results
+.PHONY: tables study
+tables: $(STAMP)
+	for nb in analysis/plots.py analysis/tables.py; do \
+	  ABLATE_RESULTS="$(RESULTS)" ABLATE_SCALE="$(SCALE)" ABLATE_TABLES_OUT="$(TABLES_OUT)" \
+	  WANDB_PROJECT="$(WANDB_PROJECT)" WANDB_EXPORT="$(WANDB_EXPORT)" MPLBACKEND=Agg $(BIN)/python $$nb || exit 1; \
+	done
+
+# One CPU-scale study end to end, then the tables: make study STUDY=sit_walk [SEEDS=0,1,2] [ARGS="k=v ..."].
+# Rows already in $(RESULTS) are skipped (resume); a failed row is recorded and the tables are still rebuilt.
+STUDY ?= sit_walk
+SEEDS ?= 0
+study: $(STAMP)
+	-$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python -m ablate.studies run $(STUDY) --scale cpu \
+	  --seeds $(SEEDS) --results $(RESULTS) $(ARGS)
+	$(MAKE) tables
