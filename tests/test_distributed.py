@@ -299,3 +299,35 @@ def test_submitit_local_launcher_runs_a_two_point_sweep(tmp_path):
     assert len(df) == 2 and (df["status"] == "ok").all() and set(df["sampler"]) == {"ode", "sde"}
     assert df["train_key"].nunique() == 1 and sorted(df["reused_checkpoint"].tolist()) == [False, True]
     assert len(list((tmp_path / "multirun").glob("*/.submitit/*/*_result.pkl"))) == 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# make gpu-check (the GPU path itself is unverified here: this machine has no GPU)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _gpu_check():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA exit")
+def test_gpu_check_exits_with_a_clear_message_without_cuda(capsys):
+    assert _gpu_check().main([]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_gpu_check_code_path_runs_on_cpu_and_its_peak_table_matches_names(capsys):
+    gc = _gpu_check()
+    assert gc.main(["--smoke-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "train step" in out and "sampler ode_heun" in out
+    assert gc.bf16_peak_tflops("NVIDIA H100 80GB HBM3")[0] == 989.0
+    assert gc.bf16_peak_tflops("NVIDIA H100 PCIe")[0] == 756.0
+    assert gc.bf16_peak_tflops("NVIDIA A100-SXM4-80GB")[0] == 312.0
+    assert gc.bf16_peak_tflops("Some GPU")[0] is None

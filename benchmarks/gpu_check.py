@@ -1,0 +1,294 @@
+"""``make gpu-check``: the GPU fast path in under 5 minutes on one GPU, with its throughput and utilisation.
+
+For each DiT preset (default DiT-B/2 and DiT-XL/2 on 256-px latents, 32 x 32 x 4, 1000 classes) it times
+
+- the **training step** of the SiT objective (linear path, velocity, AdamW, EMA) under bf16-mixed autocast
+  with TF32 matmuls, eager and (``--compile``) ``torch.compile``-d;
+- the **sampler**: Heun probability-flow ODE (``ode_heun``, 50 NFE) from the same network in bf16,
+
+and prints images/s, achieved TFLOP/s, MFU against the GPU's dense bf16 peak (from a small table of datasheet
+numbers, else a measured bf16 matmul peak), peak memory and the GPU utilisation sampled during the timed loop
+(``torch.cuda.utilization`` through NVML, else ``nvidia-smi``). FLOPs follow the repository's accounting
+(``ablate.metrics.flops``): the papers' "Gflops" are multiply-accumulates, so one forward costs
+2 x model_gflops x 1e9 FLOPs per image, a training step 3 x that (forward + backward), a sample NFE x that.
+
+It also checks that SDPA runs its flash kernel at the DiT attention shape in bf16 (head dim 64). The run stops
+adding work once ``--budget-s`` (default 240 s) is spent. Results: ``benchmarks/results/gpu_check.{json,md}``.
+Without CUDA it exits at once with status 2 and says so.
+
+Usage::
+
+    python benchmarks/gpu_check.py                       # B/2 + XL/2, batch 256 per step, eager
+    python benchmarks/gpu_check.py --compile --presets DiT-B/2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from NVIDIA datasheets, matched on the device name.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,
+                    "H100 NVL": 835.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
+
+
+def bf16_peak_tflops(name: str) -> tuple[float | None, str]:
+    for key, tf in BF16_PEAK_TFLOPS.items():  # the first (most specific) match wins
+        if key in name:
+            return tf, f"datasheet ({key})"
+    return None, "unknown GPU: MFU against the measured bf16 matmul peak"
+
+
+def measured_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+class UtilSampler:
+    """Samples GPU utilisation (%) every ``period`` s in a thread while active (NVML, else nvidia-smi)."""
+
+    def __init__(self, period: float = 0.2):
+        self.period, self.samples, self._stop = period, [], threading.Event()
+        self.source = "none"
+        try:
+            torch.cuda.utilization()
+            self.source = "nvml"
+        except Exception:
+            if shutil.which("nvidia-smi"):
+                self.source = "nvidia-smi"
+
+    def _read(self) -> float | None:
+        if self.source == "nvml":
+            return float(torch.cuda.utilization())
+        if self.source == "nvidia-smi":
+            idx = torch.cuda.current_device()
+            out = subprocess.run(["nvidia-smi", "-i", str(idx), "--query-gpu=utilization.gpu",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+            return float(out.stdout.strip().splitlines()[0])
+        return None
+
+    def _loop(self):
+        while not self._stop.wait(self.period):
+            try:
+                v = self._read()
+            except Exception:
+                v = None
+            if v is not None:
+                self.samples.append(v)
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+
+def check_flash_sdpa(heads: int = 12, tokens: int = 256, head_dim: int = 64) -> str:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(8, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16)
+    res = []
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel(backend):
+                torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            res.append(f"{name}: ok")
+        except RuntimeError as e:
+            res.append(f"{name}: unavailable ({str(e).splitlines()[0][:80]})")
+    return "; ".join(res)
+
+
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, warmup: int, iters: int, device: str = "cuda"):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return (time.perf_counter() - t0) / iters, None, "none"
+    with UtilSampler() as util:
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        _sync(device)
+        dt = time.perf_counter() - t0
+    return dt / iters, util.mean, util.source
+
+
+def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda") -> list[dict]:
+    """Time the training step and the sampler of ``preset``; ``device="cpu"`` is the smoke test's path
+    (same code, no GPU figures)."""
+    from ablate.metrics.flops import model_gflops
+    from ablate.models import build_model
+    from ablate.sampling import build_sampler
+    from ablate.transport.interpolants import get_interpolant
+    from ablate.transport.loss import build_objective
+
+    torch.manual_seed(0)
+    net = build_model(preset).to(device)
+    ema = build_model(preset).to(device).requires_grad_(False).eval()
+    mem = torch.cuda if device == "cuda" else None
+    gmacs = model_gflops(net)
+    c = net.in_channels
+    objective = build_objective("linear", "velocity")
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0, fused=device == "cuda")
+    fwd = torch.compile(net) if args.compile else net
+    B = args.batch
+    x = torch.randn(B, c, net.input_size, net.input_size, device=device)
+    y = torch.randint(0, net.num_classes, (B,), device=device)
+
+    def train_step():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = objective.loss(lambda xt, t, yy: fwd(xt, t, yy)[:, :c], x, y)["loss"].mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1e-4)
+
+    rows = []
+    if mem:
+        mem.reset_peak_memory_stats()
+    t_compile = time.perf_counter()
+    train_step()  # first step: allocation (and compilation) outside the timing
+    _sync(device)
+    first = time.perf_counter() - t_compile
+    s, util, src = timed(train_step, args.warmup, args.iters, device)
+    tflops = 3 * 2 * gmacs * 1e9 * B / s / 1e12
+    rows.append(dict(preset=preset, part="train step", compile=args.compile, batch=B, seconds=s,
+                     images_per_s=B / s, tflops=tflops, mfu=tflops / peak_tflops, gpu_util=util, util_source=src,
+                     peak_mem_gib=mem.max_memory_allocated() / 2**30 if mem else None, first_call_s=first,
+                     model_gmacs=gmacs))
+
+    sampler = build_sampler("ode_heun", interpolant=get_interpolant("linear"), prediction="velocity",
+                            steps=args.sample_steps)
+    efwd = torch.compile(ema) if args.compile else ema
+
+    def model(xt, t, yy=None):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return efwd(xt, t, yy)[:, :c].float()
+
+    nfe = []
+
+    def sample():
+        with torch.inference_mode():
+            nfe.append(sampler(model, torch.randn_like(x), y).nfe)
+
+    if mem:
+        mem.reset_peak_memory_stats()
+    s, util, src = timed(sample, 1, args.sample_iters, device)
+    n = statistics.fmean(nfe)
+    tflops = n * 2 * gmacs * 1e9 * B / s / 1e12
+    rows.append(dict(preset=preset, part=f"sampler {sampler.tag}", compile=args.compile, batch=B, seconds=s,
+                     images_per_s=B / s, tflops=tflops, mfu=tflops / peak_tflops, gpu_util=util, util_source=src,
+                     peak_mem_gib=mem.max_memory_allocated() / 2**30 if mem else None, nfe=n,
+                     model_gmacs=gmacs))
+    if mem:
+        mem.empty_cache()
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", nargs="+", default=["DiT-B/2", "DiT-XL/2"])
+    p.add_argument("--batch", type=int, default=256, help="images per step (one GPU)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--sample-steps", type=int, default=25, help="Heun steps (2 NFE each, the last one 1)")
+    p.add_argument("--sample-iters", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (cold start ~1 min)")
+    p.add_argument("--budget-s", type=float, default=240.0, help="stop adding presets after this many seconds")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--smoke-cpu", action="store_true",
+                   help="run the same code on the CPU with tiny-8 (a test of this script, no GPU figures)")
+    args = p.parse_args(argv)
+
+    if args.smoke_cpu:
+        args.batch, args.warmup, args.iters, args.sample_steps, args.sample_iters = 4, 1, 1, 2, 1
+        for r in bench_preset("tiny-8", args, peak_tflops=float("nan"), device="cpu"):
+            print(f"  smoke {r['preset']} {r['part']}: {r['images_per_s']:.1f} img/s (CPU, bf16 autocast)")
+        return 0
+
+    if not torch.cuda.is_available():
+        print("gpu-check: CUDA is not available (torch.cuda.is_available() is False): this check needs an NVIDIA "
+              "GPU with a CUDA build of torch; nothing was measured.", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls left outside autocast
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    name = torch.cuda.get_device_name()
+    peak, peak_src = bf16_peak_tflops(name)
+    measured = measured_matmul_tflops()
+    if peak is None:
+        peak = measured
+    info = dict(gpu=name, torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+                bf16_peak_tflops=peak, peak_source=peak_src, measured_bf16_matmul_tflops=measured,
+                sdpa=check_flash_sdpa(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print(f"gpu-check on {name} (torch {torch.__version__}, CUDA {torch.version.cuda})")
+    print(f"  bf16 peak {peak:.0f} TFLOP/s [{peak_src}]; measured 8192^3 bf16 matmul {measured:.0f} TFLOP/s")
+    print(f"  SDPA bf16 at DiT shape: {info['sdpa']}")
+    rows = []
+    for preset in args.presets:
+        if time.perf_counter() - start > args.budget_s:
+            print(f"  budget of {args.budget_s:.0f} s spent: skipping {preset}")
+            continue
+        rows += bench_preset(preset, args, peak)
+        for r in rows[-2:]:
+            util = f"{r['gpu_util']:.0f}% ({r['util_source']})" if r["gpu_util"] is not None else "n/a"
+            print(f"  {r['preset']:9s} {r['part']:32s} b{r['batch']} {r['images_per_s']:9.1f} img/s "
+                  f"{r['tflops']:6.1f} TFLOP/s  MFU {100 * r['mfu']:5.1f}%  util {util}  "
+                  f"mem {r['peak_mem_gib']:.1f} GiB")
+    total = time.perf_counter() - start
+    print(f"gpu-check done in {total:.0f} s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_check.json").write_text(json.dumps(dict(info, wall_s=total, rows=rows), indent=2))
+    lines = [f"# gpu-check: {name}, {info['date']}", "",
+             f"torch {torch.__version__}, CUDA {torch.version.cuda}; bf16 peak {peak:.0f} TFLOP/s ({peak_src}); "
+             f"SDPA: {info['sdpa']}; wall {total:.0f} s.", "",
+             "| preset | part | compile | batch | img/s | TFLOP/s | MFU | GPU util | peak mem GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        util = f"{r['gpu_util']:.0f}%" if r["gpu_util"] is not None else "n/a"
+        lines.append(f"| {r['preset']} | {r['part']} | {r['compile']} | {r['batch']} | {r['images_per_s']:.1f} | "
+                     f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | {util} | {r['peak_mem_gib']:.1f} |")
+    (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
