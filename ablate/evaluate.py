@@ -13,6 +13,7 @@ image, seeds, step, wall times, versions and git commit. Metric names carry how 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from pathlib import Path
@@ -110,7 +111,7 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
     from .results import append_rows, environment_info
 
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
-    net = training.net
+    net = copy.deepcopy(training.net)  # never clobber the weights being trained (in-loop evaluation)
     net.load_state_dict(ema_state)
     net.eval().to(device)
     model = training.predict_fn(net)
@@ -137,7 +138,8 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
         vae = load_vae(cfg.data.vae, device=device)
         images = torch.cat([decode_latents(vae, images[i : i + 32].to(device)).cpu()
                             for i in range(0, len(images), 32)])
-    grid = _save_grid(images, job_dir / "samples.png", min(ev.grid, len(images))) if rank == 0 else None
+    png = "samples.png" if step is None else f"samples_step{int(step):07d}.png"
+    grid = _save_grid(images, job_dir / png, min(ev.grid, len(images))) if rank == 0 else None
     t1 = time.time()
     if cfg.data.name in ("image_folder", "latents"):  # a user's folder: statistics cached under its path
         ref = build_data(cfg, ev.reference_split)
@@ -209,3 +211,45 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
         print(f"[ablate] {r['metric']} = {r['value']:.4f}  (NFE {nfe:g}, sample {gflops['sample_gflops']:.3g} "
               f"GFLOPs/img, train {gflops['train_gflops']:.3g} GFLOPs)")
     return {"rows": rows, "samples": str(grid)}
+
+
+def _checkpoint_weights(path: str) -> tuple[dict, int | None]:
+    """EMA weights and step from ablate's final.pt or a Lightning last.ckpt (weights_only loads)."""
+    from .checkpointing import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path)
+    if "ema" in state:  # final.pt
+        return state["ema"], state.get("info", {}).get("train_steps")
+    if "state_dict" in state:  # Lightning checkpoint of DiffusionModule
+        ema = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("ema.")}
+        if ema:
+            return ema, state.get("global_step")
+    raise CheckpointError(f"{path!r} holds neither ablate's final.pt ('ema') nor a DiffusionModule checkpoint "
+                          "(state_dict with 'ema.*'); for official DiT/SiT files use ablate.models.load_official")
+
+
+def main() -> None:
+    """``python -m ablate.evaluate +checkpoint=PATH [overrides]``: evaluate a checkpoint standalone with any
+    sampler, budget or guidance (the training axes in the overrides must describe the checkpoint's model)."""
+    import hydra
+
+    from .build import build_training, train_key, validate
+    from .run import _job_dir, _make_logger
+
+    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig):
+        validate(cfg)
+        if not cfg.get("checkpoint"):
+            raise SystemExit("python -m ablate.evaluate needs +checkpoint=<final.pt or last.ckpt>")
+        ema, step = _checkpoint_weights(cfg.checkpoint)
+        training = build_training(cfg)
+        job_dir = _job_dir()
+        logger = _make_logger(cfg, job_dir, name=f"eval-{train_key(cfg)}")
+        info = {"train_key": train_key(cfg), "reused": True, "train_steps": step or cfg.trainer.steps}
+        evaluate_run(cfg, training, ema, info, job_dir=job_dir, logger=logger)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -74,6 +74,28 @@ def _make_logger(cfg: DictConfig, job_dir: Path, name: str):
     )
 
 
+def _in_loop_eval_cls():
+    import lightning as L
+
+    class InLoopEval(L.Callback):
+        """Evaluate the EMA weights every ``every`` training steps (rows carry ``step``: FID over training)."""
+
+        def __init__(self, cfg, training, every, logger=None):
+            self.cfg, self.training, self.every, self.logger = cfg, training, every, logger
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            from .evaluate import evaluate_run
+
+            s = trainer.global_step
+            if s % self.every or s >= self.cfg.trainer.steps or not trainer.is_global_zero:
+                return
+            info = {"train_key": train_key(self.cfg), "reused": False, "train_steps": s}
+            evaluate_run(self.cfg, self.training, module.ema.state_dict(), info, job_dir=_job_dir(),
+                         logger=self.logger, step=s)
+
+    return InLoopEval
+
+
 def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     """Return (training, ema state dict, info) for the config's training key, training only if needed.
 
@@ -84,6 +106,8 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .checkpointing import AtomicCheckpointIO, atomic_torch_save, file_lock, load_checkpoint
+
+    InLoopEval = _in_loop_eval_cls()
     from .lit import DiffusionModule, StepSampler
 
     key = train_key(cfg)
@@ -107,6 +131,9 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
             enable_version_counter=False,
         )
+        callbacks = list(callbacks)
+        if int(cfg.eval.every_n_steps) > 0:
+            callbacks.append(InLoopEval(cfg, training, int(cfg.eval.every_n_steps), logger))
         trainer = L.Trainer(
             max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
             strategy=tr.strategy, precision=tr.precision, logger=logger if logger is not None else False,

@@ -58,3 +58,18 @@ def test_a_failing_sweep_job_is_recorded_and_does_not_stop_the_others(tmp_path):
     assert sorted(df["status"].tolist()) == ["failed", "ok"]
     failed = df[df["status"] == "failed"].iloc[0]
     assert "data.root" in failed["error"]
+
+
+def test_in_loop_evaluation_and_standalone_evaluation(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", *FAST, "trainer.steps=4", "eval.every_n_steps=2", f"out_dir={tmp_path}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=os.getcwd())
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = read_results(tmp_path / "results.jsonl")
+    assert df["step"].tolist() == [2, 4]  # in-loop at step 2, final at step 4
+    (ckpt,) = (tmp_path / "checkpoints").glob("*/final.pt")
+    cmd = [sys.executable, "-m", "ablate.evaluate", *FAST, "trainer.steps=4", f"+checkpoint={ckpt}",
+           "sampler=sde", f"out_dir={tmp_path}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=os.getcwd())
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = read_results(tmp_path / "results.jsonl")
+    assert len(df) == 3 and df["sampler"].iloc[-1] == "sde" and df["step"].iloc[-1] == 4
