@@ -18,6 +18,7 @@ import json
 import os
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -106,6 +107,7 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .checkpointing import AtomicCheckpointIO, atomic_torch_save, file_lock, load_checkpoint
+    from .distributed import broadcast_object, init_from_cluster_env
 
     InLoopEval = _in_loop_eval_cls()
     from .lit import DiffusionModule, StepSampler
@@ -114,8 +116,10 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     ckpt_dir = Path(cfg.out_dir) / "checkpoints" / key
     final = ckpt_dir / "final.pt"
     training = build_training(cfg)
-    with file_lock(ckpt_dir / ".lock"):
-        if cfg.reuse and final.exists():
+    # Under srun/torchrun (one process per device) rank 0 alone takes the lock and decides; the others follow.
+    rank, _ = init_from_cluster_env()
+    with file_lock(ckpt_dir / ".lock") if rank == 0 else nullcontext():
+        if broadcast_object(bool(cfg.reuse and final.exists())):
             state = load_checkpoint(final)
             training.net.load_state_dict(state["net"])
             info = {**state["info"], "reused": True, "train_key": key}
