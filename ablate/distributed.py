@@ -34,6 +34,8 @@ __all__ = [
     "extract_features",
     "sharded_fid",
     "sharded_metrics",
+    "init_from_cluster_env",
+    "broadcast_object",
 ]
 
 
@@ -279,3 +281,48 @@ def sharded_metrics(local_images: Tensor, real, *, extractor: str = "auto", metr
     if rank != 0:
         return None
     return compute_metrics(u8, real, extractor=extractor, metrics=metrics, real_cache_name=real_cache_name, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Processes created by the cluster (srun, torchrun)
+# ----------------------------------------------------------------------------------------------------
+
+
+def init_from_cluster_env() -> tuple[int, int]:
+    """When the processes were created outside Lightning (``torchrun``, or ``srun`` with one task per device, as
+    the submitit SLURM launcher does), initialise the default process group now, before training, so that
+    rank 0 alone can take the checkpoint store's lock and broadcast its train-or-reuse decision (several tasks
+    of one job blocking on one file lock would deadlock). Lightning reuses an initialised group. Returns
+    (rank, world); a no-op (0, 1) in a single process, and under ddp_fork/ddp_spawn (Lightning creates those
+    processes itself, later)."""
+    import os
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if dist.is_initialized():
+        return rank_world()
+    if TorchElasticEnvironment.detect():
+        env = TorchElasticEnvironment()
+    elif SLURMEnvironment.detect():
+        env = SLURMEnvironment()
+    else:
+        return 0, 1
+    if env.world_size() <= 1:
+        return 0, 1
+    os.environ.setdefault("MASTER_ADDR", env.main_address)
+    os.environ.setdefault("MASTER_PORT", str(env.main_port))
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank())
+        backend = "nccl"
+    dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
+    return rank_world()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (identity in a single process)."""
+    if rank_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
