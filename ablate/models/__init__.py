@@ -1,5 +1,6 @@
 """DiT backbone, presets, and the loader for official DiT/SiT checkpoints (see README.md)."""
 
+from .checkpoints import CheckpointInfo, SiTPaperTime, infer_config, load_official
 from .dit import DiT, DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder
 from .registry import PRESETS, DiT_models, available_models, build_model, preset_config
 
@@ -14,4 +15,8 @@ __all__ = [
     "available_models",
     "build_model",
     "preset_config",
+    "load_official",
+    "infer_config",
+    "CheckpointInfo",
+    "SiTPaperTime",
 ]
