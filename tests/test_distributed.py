@@ -331,3 +331,30 @@ def test_gpu_check_code_path_runs_on_cpu_and_its_peak_table_matches_names(capsys
     assert gc.bf16_peak_tflops("NVIDIA H100 PCIe")[0] == 756.0
     assert gc.bf16_peak_tflops("NVIDIA A100-SXM4-80GB")[0] == 312.0
     assert gc.bf16_peak_tflops("Some GPU")[0] is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Processes created outside Lightning (torchrun here; srun on SLURM takes the same path)
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_evaluate_and_reuse_like_one_process(tmp_path):
+    common = [f"out_dir={tmp_path}/{{}}", *FAST, "trainer.steps=3", "eval.num_samples=41", "eval.batch_size=8"]
+    ddp = ["trainer.strategy=ddp", "trainer.devices=2"]
+
+    def go(launcher, name, extra):
+        cmd = [*launcher, "-m", "ablate.run", *[c.format(name) for c in common], *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=os.getcwd())
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    go([sys.executable], "one", [])
+    go(torchrun, "two", ddp)
+    go(torchrun, "two", [*ddp, "sampler=sde"])  # a second job on the same training key: reuses, no deadlock
+    one, two = read_results(tmp_path / "one" / "results.jsonl"), read_results(tmp_path / "two" / "results.jsonl")
+    assert len(one) == 1 and len(two) == 2  # rank 0 alone writes rows
+    assert two["train_key"].nunique() == 1 and two["train_key"].iloc[0] == one["train_key"].iloc[0]
+    assert two["reused_checkpoint"].tolist() == [False, True]
+    assert two["value"].iloc[0] == pytest.approx(one["value"].iloc[0], rel=1e-4)
+    assert two["images_seen"].iloc[0] == one["images_seen"].iloc[0] == 3 * 32
