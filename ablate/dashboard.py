@@ -1,0 +1,442 @@
+"""W&B dashboards as code: one saved workspace per study, built with W&B's ``wandb-workspaces`` library.
+
+    python -m ablate.dashboard --study sit_walk --entity E --project P [--scale cpu] [--dry-run]
+    python -m ablate.dashboard study=sit_walk entity=E project=P          # the same, Hydra-style
+
+The workspace is derived from the study, not written by hand: every row of ``experiments/<study>.yaml`` is
+composed into the config a run of that row would have (same scale, same extra overrides), and
+
+- the *varied axes* are the axes of :func:`ablate.build.axes` whose values differ across the rows;
+- every metric key comes from :mod:`ablate.metric_names`, the module the logging code imports its names from, with
+  the evaluation budget (``eval.num_samples``) of the composed rows, so a renamed metric or another budget renames
+  the panels' keys too; every config key is an axis name, which :mod:`ablate.run` writes into the W&B config.
+
+Sections: the study's table (a runs table pinned to the varied axes and the final FID), FID against each GFLOPs
+figure, FID against NFE, FID and loss over training steps, a parallel-coordinates panel over every axis and the
+final FID, and the latest sample grid of each run. The run set keeps the runs of the study's W&B group
+(``cfg.study``) and groups them by the varied axes, so each setting gets one colour in every panel; the axes
+plotted on an x axis (NFE, training steps, guidance scale) are left out of the grouping, so that runs differing
+only in them join into one curve.
+
+``--dry-run`` prints the specification (JSON) without any network access. :func:`build_spec` returns it as plain
+dicts (``"config:<key>"``, ``"summary:<key>"``, ``"history:<key>"`` name every reference), :func:`to_workspace`
+turns it into ``wandb_workspaces`` objects, :func:`referenced_keys` lists what it reads (the tests check each
+against a real offline run), and :func:`logged_keys` reads those of an offline run from its ``.wandb`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import metric_names as mn
+
+__all__ = ["build_spec", "to_workspace", "referenced_keys", "varied_axes", "study_configs", "logged_keys", "main"]
+
+# Axes that are plotted on an x axis somewhere: grouping by them would split a curve into single points.
+X_AXES = ("sampler_steps", "train_steps", "guidance")
+LABELS = ("sampler_tag", "row")  # names of a run, not axes: they change with every row
+PANEL_TYPES = ("bar", "scatter", "line", "parallel", "media")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study's rows as composed configs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def study_configs(study: str, scale: str = "cpu", extra: Sequence[str] = ()) -> tuple[dict, list]:
+    """(study metadata, [(row id, composed DictConfig)]) for every row the study runs at ``scale``.
+
+    Each config is composed by :func:`ablate.studies.compose_row`, the function that runs the row, with the same
+    ``extra`` overrides the runs were launched with; rows the study skips at this scale are left out.
+    """
+    from .studies import compose_row, load_study
+
+    st = load_study(study)
+    rows = [(r.id, compose_row(st, r, scale, extra=list(extra))) for r in st.rows if not r.skip_reason(scale)]
+    if not rows:
+        raise ValueError(f"study {study!r} runs no row at scale {scale!r}; nothing to plot")
+    return {"name": st.name, "metric": st.metric, "plot": st.plot}, rows
+
+
+def study_axes(configs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per row: :func:`ablate.build.axes` plus every other config leaf that varies across the rows and is not
+    implied by the varied axes (e.g. ``config.model.depth`` when a study changes the model size by overrides).
+
+    Such a leaf is named ``config.<path>``: the run's W&B config holds the whole resolved config under ``config``
+    (see ``ablate.run``), so a panel can read it there.
+    """
+    from omegaconf import OmegaConf
+
+    from .build import axes
+
+    rows = [axes(c) for c in configs]
+    leaves = [_flatten(OmegaConf.to_container(c, resolve=True)) for c in configs]
+    paths = [p for p in leaves[0] if p.split(".")[0] not in ("row", "study")
+             and len({_value(lv.get(p)) for lv in leaves}) > 1]
+    if paths:
+        extra = [{f"config.{p}": lv.get(p) for p in paths} for lv in leaves]
+        both = [{**r, **e} for r, e in zip(rows, extra, strict=True)]
+        kept = independent_axes(both, varied_axes(rows, allow_empty=True) + list(extra[0]))
+        rows = [{**r, **{k: e[k] for k in extra[0] if k in kept}} for r, e in zip(rows, extra, strict=True)]
+    return rows
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def varied_axes(axes_per_row: Sequence[dict[str, Any]], allow_empty: bool = False) -> list[str]:
+    """The axes whose values differ across the rows, in :func:`ablate.build.axes` order.
+
+    Labels (``sampler_tag``, ``row``) are not axes: they vary with everything and count only when nothing else does.
+    """
+    if not axes_per_row:
+        raise ValueError("no rows: a study needs at least one row to have varied axes")
+    names = list(axes_per_row[0])
+    varied = [a for a in names if len({_value(r.get(a)) for r in axes_per_row}) > 1]
+    primary = [a for a in varied if a not in LABELS]
+    return primary if primary or allow_empty else varied
+
+
+def independent_axes(axes_per_row: Sequence[dict[str, Any]], candidates: Sequence[str]) -> list[str]:
+    """The candidates that are not implied by earlier ones across the rows (e.g. ``solver`` when each sampler has
+    one solver in the study): an axis is kept when two rows agree on every axis kept so far but differ on it."""
+    kept: list[str] = []
+    for a in candidates:
+        seen: dict[tuple, str] = {}
+        for r in axes_per_row:
+            key = tuple(_value(r.get(k)) for k in kept)
+            if seen.setdefault(key, _value(r.get(a))) != _value(r.get(a)):
+                kept.append(a)
+                break
+    return kept
+
+
+def _grouping(axes_per_row: Sequence[dict[str, Any]], varied: Sequence[str]) -> list[str]:
+    """The run-set grouping: the independent varied axes that are not plotted on an x axis. When that takes more
+    than two nested levels and still separates every row, the row id (one level) groups the same runs."""
+    grouping = independent_axes(axes_per_row, [a for a in varied if a not in X_AXES and a not in LABELS])
+    ids = [r.get("row") for r in axes_per_row]
+    distinct = len({tuple(_value(r.get(a)) for a in grouping) for r in axes_per_row}) == len(axes_per_row)
+    if len(grouping) > 2 and distinct and None not in ids and len(set(ids)) == len(ids):
+        return ["row"]
+    return grouping
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v, default=str, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The specification (plain dicts; every key reference is "config:", "summary:" or "history:" + the logged name)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _c(key: str) -> str:
+    return f"config:{key}"
+
+
+def _s(key: str) -> str:
+    return f"summary:{key}"
+
+
+def _h(key: str) -> str:
+    return f"history:{key}"
+
+
+def build_spec(meta: dict, axes_per_row: Sequence[dict[str, Any]], num_samples: Iterable[int], *,
+               entity: str | None = None, project: str | None = None, scale: str = "cpu") -> dict:
+    """The workspace for one study, as plain dicts mirroring the ``wandb-workspaces`` API.
+
+    ``meta``: the study's ``name`` (its W&B group), ``metric`` (``fid``) and ``plot`` (``nfe``, ``gflops``,
+    ``cfg`` or None: the study's headline x axis); ``axes_per_row``: :func:`ablate.build.axes` of each row's
+    config; ``num_samples``: the evaluation budgets of the rows (one metric key each).
+    """
+    name, metric = meta["name"], meta.get("metric") or "fid"
+    all_axes = list(axes_per_row[0])
+    varied = varied_axes(axes_per_row)
+    grouping = _grouping(axes_per_row, varied)
+    budgets = sorted({int(n) for n in num_samples})
+    fids = [mn.metric_key(metric, n) for n in budgets]  # the tag-free alias every run logs
+    label = {mn.metric_key(metric, n): f"{metric.upper()}-{mn.count_label(n)}" for n in budgets}
+    by = " / ".join(grouping) or "run"
+
+    table = [{"type": "bar", "title": f"final {label[k]} per setting ({by})", "metrics": [_s(k)]} for k in fids]
+    compute = [
+        {"type": "scatter", "title": f"{label[k]} vs {what} GFLOPs", "x": _s(key), "y": _s(k), "log_x": True}
+        for k in fids for what, key in (("model", mn.MODEL_GFLOPS), ("sample", mn.SAMPLE_GFLOPS),
+                                         ("train", mn.TRAIN_GFLOPS))
+    ]
+    if meta.get("plot") == "cfg":
+        compute += [{"type": "scatter", "title": f"{label[k]} vs guidance scale", "x": _c("guidance"), "y": _s(k)}
+                    for k in fids]
+    nfe = [{"type": "line", "title": f"{label[k]} vs NFE, per {by}", "x": _h(mn.NFE), "y": [_h(k)],
+            "log_x": True} for k in fids]
+    training = [{"type": "line", "title": f"{label[k]} over training steps, per {by}", "x": _h(mn.GLOBAL_STEP),
+                 "y": [_h(k)]} for k in fids]
+    training.append({"type": "line", "title": "training loss", "x": _h(mn.GLOBAL_STEP), "y": [_h(mn.TRAIN_LOSS)]})
+    every_axis = [{"type": "parallel", "title": f"every axis -> final {', '.join(label.values())}",
+                   "columns": [_c(a) for a in varied] + [_c(a) for a in all_axes if a not in varied]
+                   + [_s(k) for k in fids]}]
+    samples = [{"type": "media", "title": "latest sample grid of each run", "keys": [_h(mn.SAMPLES)]}]
+
+    sections = [("table", table), ("FID vs GFLOPs", compute), ("FID vs NFE", nfe), ("training", training),
+                ("axes", every_axis), ("samples", samples)]
+    if meta.get("plot") == "nfe":  # the study's headline figure right after its table
+        sections.insert(1, sections.pop(2))
+    first = [a for a in ("row",) if a in all_axes and a not in varied]
+    return {
+        "entity": entity,
+        "project": project,
+        "name": f"ablate: {name} ({scale})",
+        "study": name,
+        "scale": scale,
+        "varied_axes": varied,
+        "runset": {
+            "group": name,
+            "groupby": [_c(a) for a in grouping],
+            "pinned_columns": [_c(a) for a in first + varied] + [_s(k) for k in fids],
+            "max_runs": max(10, len(axes_per_row)),
+        },
+        "sections": [{"name": f"{name}: {title}", "panels": panels} for title, panels in sections],
+    }
+
+
+def referenced_keys(spec: dict) -> set[str]:
+    """Every ``config:``/``summary:``/``history:`` reference of the spec (run-set grouping and columns too)."""
+    refs = set(spec["runset"]["groupby"]) | set(spec["runset"]["pinned_columns"])
+    for section in spec["sections"]:
+        for p in section["panels"]:
+            for field in ("x", "y", "columns", "keys", "metrics"):
+                v = p.get(field)
+                refs |= set(v) if isinstance(v, list) else ({v} if v else set())
+    return refs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# wandb-workspaces objects
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _import_workspaces():
+    try:
+        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.workspaces as ws
+    except ImportError as e:
+        raise ImportError(
+            "the W&B workspace builder needs the optional extra: pip install 'ablate[dashboard]' "
+            f"(wandb-workspaces); --dry-run prints the specification without it ({e})"
+        ) from e
+    return ws, wr
+
+
+def _split(ref: str) -> tuple[str, str]:
+    section, _, key = ref.partition(":")
+    if section not in ("config", "summary", "history") or not key:
+        raise ValueError(f"bad key reference {ref!r}: expected 'config:', 'summary:' or 'history:' + a key")
+    return section, key
+
+
+def _scatter_axis(ref: str, wr):
+    section, key = _split(ref)
+    return wr.Config(key) if section == "config" else wr.SummaryMetric(key)
+
+
+def _line_axis(ref: str) -> str:
+    section, key = _split(ref)
+    if section != "history":
+        raise ValueError(f"a line panel plots logged history, not {ref!r}")
+    return key
+
+
+def _panel(p: dict, ws, wr):
+    kind = p["type"]
+    if kind == "bar":
+        return wr.BarPlot(title=p["title"], metrics=[_scatter_axis(m, wr) for m in p["metrics"]], orientation="v")
+    if kind == "scatter":
+        return wr.ScatterPlot(title=p["title"], x=_scatter_axis(p["x"], wr), y=_scatter_axis(p["y"], wr),
+                              log_x=p.get("log_x"))
+    if kind == "line":
+        return wr.LinePlot(title=p["title"], x=_line_axis(p["x"]), y=[_line_axis(y) for y in p["y"]],
+                           log_x=p.get("log_x"), plot_type="line")
+    if kind == "parallel":
+        return wr.ParallelCoordinatesPlot(
+            title=p["title"], columns=[wr.ParallelCoordinatesPlotColumn(metric=_scatter_axis(c, wr))
+                                       for c in p["columns"]])
+    if kind == "media":
+        return wr.MediaBrowser(title=p["title"], media_keys=[_line_axis(k) for k in p["keys"]], mode="gallery",
+                               gallery_axis="run")
+    raise ValueError(f"unknown panel type {kind!r}; valid: {list(PANEL_TYPES)}")
+
+
+def to_workspace(spec: dict):
+    """The ``wandb_workspaces.workspaces.Workspace`` of a spec (built locally; ``.save()`` uploads it)."""
+    ws, wr = _import_workspaces()
+    rs = spec["runset"]
+    for field in ("entity", "project"):
+        if not spec.get(field):
+            raise ValueError(f"a W&B workspace needs {field}=<name> (got {spec.get(field)!r})")
+    return ws.Workspace(
+        entity=spec["entity"],
+        project=spec["project"],
+        name=spec["name"],
+        sections=[ws.Section(name=s["name"], panels=[_panel(p, ws, wr) for p in s["panels"]], is_open=True)
+                  for s in spec["sections"]],
+        settings=ws.WorkspaceSettings(max_runs=rs["max_runs"]),
+        runset_settings=ws.RunsetSettings(
+            filters=[ws.Metric("Group") == rs["group"]],
+            groupby=[ws.Config(_split(g)[1]) for g in rs["groupby"]],
+            pinned_columns=list(rs["pinned_columns"]),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What an offline run logged (reads its .wandb transaction log; no network, no W&B server)
+# ---------------------------------------------------------------------------------------------------------------
+
+_BLOCK, _HEADER = 32768, 7  # W&B's run file: LevelDB-log framing (32 KiB blocks, 7-byte record headers)
+
+
+def _records(path: Path):
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file (no ':W&B' magic)")
+    pos, pending = _HEADER, b""
+    while pos + _HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _HEADER:  # block trailer padding
+            pos += left
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        if kind == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + _HEADER:pos + _HEADER + length]
+        if zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != crc:
+            raise ValueError(f"{path}: corrupt record at byte {pos}")
+        pos += _HEADER + length
+        if kind == 1:  # full
+            yield chunk
+        elif kind == 2:  # first
+            pending = chunk
+        elif kind == 3:  # middle
+            pending += chunk
+        elif kind == 4:  # last
+            yield pending + chunk
+            pending = b""
+
+
+def logged_keys(run_dir: str | Path, timeout_s: float = 30.0) -> dict[str, set[str]]:
+    """{'config', 'summary', 'history'} -> the keys an offline run logged, read from its ``run-*.wandb`` file.
+
+    Nested config values are listed by their dotted paths too (``config.model.depth``). W&B's writer may still be
+    flushing the file after ``wandb.finish()`` returns: this waits up to ``timeout_s`` for the run's exit record
+    and raises ``TimeoutError`` if the run never finished.
+    """
+    import time
+
+    files = sorted(Path(run_dir).glob("run-*.wandb"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {len(files)}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out, finished = _read_keys(files[0])
+        if finished:
+            return out
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{files[0]} has no exit record after {timeout_s:g} s: the run is still being "
+                               "written or it crashed")
+        time.sleep(0.2)
+
+
+def _read_keys(path: Path) -> tuple[dict[str, set[str]], bool]:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out: dict[str, set[str]] = {"config": set(), "summary": set(), "history": set()}
+    finished = False
+    for blob in _records(path):
+        rec = pb.Record()
+        rec.ParseFromString(blob)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            items, dest = rec.run.config.update, out["config"]
+        elif kind == "config":
+            items, dest = rec.config.update, out["config"]
+        elif kind == "history":
+            items, dest = rec.history.item, out["history"]
+        elif kind == "summary":
+            items, dest = rec.summary.update, out["summary"]
+        else:
+            finished |= kind == "exit"
+            continue
+        for it in items:
+            key = it.nested_key[0] if len(it.nested_key) else it.key
+            dest.add(key)
+            if dest is out["config"] and key != "_wandb":  # nested config: "config.model.depth" and so on
+                dest.update(p for p in _flatten(json.loads(it.value_json), key) if p != key)
+    return out, finished
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def spec_for_study(study: str, *, scale: str = "cpu", extra: Sequence[str] = (), entity: str | None = None,
+                   project: str | None = None) -> dict:
+    """Compose every row of the study and build its workspace spec."""
+    meta, rows = study_configs(study, scale, extra)
+    return build_spec(meta, study_axes([cfg for _, cfg in rows]), [cfg.eval.num_samples for _, cfg in rows],
+                      entity=entity, project=project, scale=scale)
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ablate.dashboard", description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", required=True, help="a study name (experiments/<study>.yaml)")
+    p.add_argument("--entity", help="W&B entity that owns the project (required unless --dry-run)")
+    p.add_argument("--project", help="W&B project the runs were synced to (required unless --dry-run)")
+    p.add_argument("--scale", default="cpu", help="the study scale the runs used (default: cpu)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override the runs were launched with (e.g. eval.num_samples=5000); repeatable")
+    p.add_argument("--dry-run", action="store_true", help="print the specification as JSON; no network")
+    # Hydra-style `study=sit_walk entity=E` (and `dry_run=true`) become the flags above.
+    flags = {"study", "entity", "project", "scale", "override"}
+    norm = []
+    for a in argv:
+        k, eq, v = a.partition("=")
+        if eq and not a.startswith("-") and k in flags:
+            norm += [f"--{k}", v]
+        elif eq and not a.startswith("-") and k in ("dry_run", "dry-run"):
+            norm += ["--dry-run"] if v.lower() in ("1", "true", "yes") else []
+        else:
+            norm.append(a)
+    return p.parse_args(norm)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    spec = spec_for_study(args.study, scale=args.scale, extra=args.override, entity=args.entity,
+                          project=args.project)
+    if args.dry_run:
+        print(json.dumps(spec, indent=2))
+        return 0
+    workspace = to_workspace(spec)
+    workspace.save()
+    print(f"[ablate] saved workspace {spec['name']!r}: {workspace.url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
