@@ -28,6 +28,7 @@ from ablate.metrics.extractor import SmallCNN, extractor_path, load_extractor  #
 RECIPES = {  # dataset: (epochs, batch size, learning rate, max shift in pixels)
     "digits": (60, 64, 3e-3, 1),
     "mnist5k": (30, 64, 2e-3, 2),
+    "fashion": (4, 128, 2e-3, 2),  # needs `python -m ablate.data.fashion` first
 }
 
 
@@ -43,16 +44,23 @@ def random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Ten
 
 
 @torch.no_grad()
+def forward_batched(net: SmallCNN, x: torch.Tensor, bs: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net(x)`` in chunks (60k Fashion-MNIST images in one batch would need ~6 GB of activations)."""
+    outs = [net(x[i: i + bs]) for i in range(0, len(x), bs)]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+@torch.no_grad()
 def feature_scale(net: SmallCNN, x: torch.Tensor) -> float:
     """``1 / sqrt(mean_d Var[h_d])`` over the training images: makes the 64-d features O(1) per dimension, the
     scale KID's cubic kernel ``(h.h'/d + 1)^3`` is designed for (FID scales by its square)."""
-    h = net(x)[0].double()
+    h = forward_batched(net, x)[0].double()
     return float(1.0 / h.var(dim=0).mean().sqrt())
 
 
 @torch.no_grad()
 def accuracy(net: SmallCNN, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((net(x)[1].argmax(1) == y).float().mean())
+    return float((forward_batched(net, x)[1].argmax(1) == y).float().mean())
 
 
 def train(dataset: str, seed: int = 0, out: Path | None = None) -> dict:
@@ -80,7 +88,7 @@ def train(dataset: str, seed: int = 0, out: Path | None = None) -> dict:
             opt.step()
             sched.step()
         net.eval()
-        if epoch % 10 == 9 or epoch == epochs - 1:
+        if epoch % 10 == 9 or epoch == epochs - 1 or len(x) > 10_000:
             print(f"epoch {epoch + 1}/{epochs} loss {loss.item():.4f} "
                   f"test acc {accuracy(net, test_ds.images, test_ds.labels):.4f} ({time.time() - t0:.0f} s)")
     meta = {"dataset": dataset, "seed": seed, "epochs": epochs, "batch_size": bs, "lr": lr, "shift": shift,

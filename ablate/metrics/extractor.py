@@ -39,7 +39,7 @@ __all__ = ["ASSETS_DIR", "EXTRACTOR_FOR_DATASET", "FEATURE_DIM", "FeatureExtract
 ASSETS_DIR = Path(__file__).parent / "assets"
 FEATURE_DIM = 64
 FEATURE_NAME = str(FEATURE_DIM)
-EXTRACTOR_FOR_DATASET = {"digits": "ablate-digits", "mnist5k": "ablate-mnist5k"}
+EXTRACTOR_FOR_DATASET = {"digits": "ablate-digits", "mnist5k": "ablate-mnist5k", "fashion": "ablate-fashion"}
 
 
 class SmallCNN(nn.Module):

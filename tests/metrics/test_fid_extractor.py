@@ -21,15 +21,19 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("fidcache")
 
 
-@pytest.mark.parametrize("dataset", ["digits", "mnist5k"])
-def test_extractor_is_registered_and_accurate(dataset):
+@pytest.mark.parametrize(("dataset", "min_acc"), [("digits", 0.95), ("mnist5k", 0.95), ("fashion", 0.80)])
+def test_extractor_is_registered_and_accurate(dataset, min_acc):
     assert f"ablate-{dataset}" in FEATURE_EXTRACTORS_REGISTRY
     net, meta = load_extractor(f"ablate-{dataset}")
-    test = build_dataset(dataset, "test")
+    try:
+        test = build_dataset(dataset, "test")
+    except FileNotFoundError:  # Fashion-MNIST is unpacked on demand (python -m ablate.data.fashion)
+        pytest.skip(f"{dataset} data not unpacked here")
     with torch.no_grad():
-        acc = float((net(test.images)[1].argmax(1) == test.labels).float().mean())
+        logits = torch.cat([net(test.images[i: i + 1000])[1] for i in range(0, len(test), 1000)])
+    acc = float((logits.argmax(1) == test.labels).float().mean())
     assert acc == pytest.approx(meta["test_accuracy"], abs=1e-6)  # committed weights = the reported ones
-    assert acc > 0.95
+    assert acc > min_acc
     assert sum(p.numel() for p in net.parameters()) * 4 < 1_000_000  # < 1 MB of float32
 
 
