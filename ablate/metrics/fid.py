@@ -149,7 +149,10 @@ def resolve_extractor(extractor: str, real, fake_shape: tuple[int, ...]) -> str:
             extractor = EXTRACTOR_FOR_DATASET.get(_parse_real(real)[0], INCEPTION)
             extractor = extractor if extractor in available or extractor == INCEPTION else INCEPTION
         else:
-            by_shape = {dataset_info(d).shape: e for d, e in EXTRACTOR_FOR_DATASET.items() if e in available}
+            by_shape: dict = {}  # first dataset of a shape wins: 1x28x28 -> mnist5k (listed before fashion)
+            for d, e in EXTRACTOR_FOR_DATASET.items():
+                if e in available:
+                    by_shape.setdefault(dataset_info(d).shape, e)
             extractor = by_shape.get(tuple(fake_shape), INCEPTION)
     if extractor != INCEPTION and extractor not in available:
         raise ValueError(f"unknown extractor {extractor!r}; valid choices: 'auto', {INCEPTION!r}, "

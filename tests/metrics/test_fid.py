@@ -47,6 +47,16 @@ def test_rank_deficient_covariances_are_finite_and_match_scipy():
     assert np.isfinite(val) and val == pytest.approx(_scipy_fid(mu1, s1, mu2, s2), rel=1e-6)
 
 
+def test_auto_extractor_resolution():
+    from ablate.metrics.fid import resolve_extractor
+
+    x = torch.zeros(2, 1, 28, 28)
+    assert resolve_extractor("auto", "fashion/test", (1, 28, 28)) == "ablate-fashion"
+    assert resolve_extractor("auto", x, (1, 28, 28)) == "ablate-mnist5k"  # a bare tensor: first match
+    assert resolve_extractor("auto", torch.zeros(2, 1, 8, 8), (1, 8, 8)) == "ablate-digits"
+    assert resolve_extractor("auto", torch.zeros(2, 3, 32, 32), (3, 32, 32)) == "inception-v3-compat"
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="expected mu"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
