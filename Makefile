@@ -75,3 +75,8 @@ study: $(STAMP)
 	-$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python -m ablate.studies run $(STUDY) --scale cpu \
 	  --seeds $(SEEDS) --results $(RESULTS) $(ARGS)
 	$(MAKE) tables
+
+# Fashion-MNIST (70k, 28x28) from the Debian package dataset-fashion-mnist, unpacked once into the data cache.
+.PHONY: data-fashion
+data-fashion: $(STAMP)
+	$(BIN)/python -m ablate.data.fashion
