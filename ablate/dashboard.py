@@ -1,42 +1,46 @@
 """W&B dashboards as code: one saved workspace per study, built with W&B's ``wandb-workspaces`` library.
 
-    python -m ablate.dashboard --study sit_walk --entity E --project P [--scale cpu] [--dry-run]
+    python -m ablate.dashboard --study sit_walk --entity E --project P [--scale cpu] [--override K=V] [--dry-run]
     python -m ablate.dashboard study=sit_walk entity=E project=P          # the same, Hydra-style
 
-The workspace is derived from the study, not written by hand: every row of ``experiments/<study>.yaml`` is
-composed into the config a run of that row would have (same scale, same extra overrides), and
+The workspace is derived from the study, not written by hand. Every row of ``experiments/<study>.yaml`` is composed
+into the config a run of that row has (:func:`ablate.studies.compose_row`, same scale, same extra overrides), and
 
-- the *varied axes* are the axes of :func:`ablate.build.axes` whose values differ across the rows;
-- every metric key comes from :mod:`ablate.metric_names`, the module the logging code imports its names from, with
-  the evaluation budget (``eval.num_samples``) of the composed rows, so a renamed metric or another budget renames
-  the panels' keys too; every config key is an axis name, which :mod:`ablate.run` writes into the W&B config.
+- the *varied axes* are the axes of :func:`ablate.build.axes` whose values differ across the rows, plus any other
+  config leaf that differs and is not implied by them (``config.model.depth`` when a study sizes the model by
+  overrides; the run's W&B config holds the whole resolved config under ``config``);
+- every metric key comes from :mod:`ablate.metric_names`, the module the logging code imports its names from,
+  with the evaluation budget (``eval.num_samples``) of the composed rows: a renamed metric, or another budget,
+  renames the panels' keys too. Config keys are axis names, which :mod:`ablate.run` writes into the W&B config.
 
-Sections: the study's table (a runs table pinned to the varied axes and the final FID), FID against each GFLOPs
-figure, FID against NFE, FID and loss over training steps, a parallel-coordinates panel over every axis and the
-final FID, and the latest sample grid of each run. The run set keeps the runs of the study's W&B group
-(``cfg.study``) and groups them by the varied axes, so each setting gets one colour in every panel; the axes
-plotted on an x axis (NFE, training steps, guidance scale) are left out of the grouping, so that runs differing
-only in them join into one curve.
+Sections (each named ``<study>: ...``): *table* (final FID per setting; the runs table is pinned to the row id,
+the varied axes and the final FID), *FID vs GFLOPs* (model, sample, train; and the guidance scale for a guidance
+study), *FID vs NFE*, *training* (FID and loss over training steps), *axes* (parallel coordinates over every axis
+and the final FID) and *samples* (the latest sample grid of each run). The run set keeps the runs of the study's
+W&B group (``cfg.study``) and groups them by the varied axes, leaving out those implied by others and those on an
+x axis (NFE, training steps, guidance), so each setting gets one colour in every panel and runs that differ only
+along an x axis join into one curve (FID vs NFE per sampler and coefficient). When that grouping needs more than
+two nested levels and separates every row anyway, the row id groups the same runs in one level.
 
 ``--dry-run`` prints the specification (JSON) without any network access. :func:`build_spec` returns it as plain
 dicts (``"config:<key>"``, ``"summary:<key>"``, ``"history:<key>"`` name every reference), :func:`to_workspace`
 turns it into ``wandb_workspaces`` objects, :func:`referenced_keys` lists what it reads (the tests check each
-against a real offline run), and :func:`logged_keys` reads those of an offline run from its ``.wandb`` file.
+against real offline runs), and :func:`logged_keys` reads what an offline run logged from its ``.wandb`` file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import struct
 import sys
-import zlib
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import metric_names as mn
+from .wandb_offline import flatten as _flatten
+from .wandb_offline import logged_keys
 
-__all__ = ["build_spec", "to_workspace", "referenced_keys", "varied_axes", "study_configs", "logged_keys", "main"]
+__all__ = ["spec_for_study", "build_spec", "to_workspace", "referenced_keys", "study_configs", "study_axes",
+           "varied_axes", "independent_axes", "logged_keys", "main"]
 
 # Axes that are plotted on an x axis somewhere: grouping by them would split a curve into single points.
 X_AXES = ("sampler_steps", "train_steps", "guidance")
@@ -85,15 +89,6 @@ def study_axes(configs: Sequence[Any]) -> list[dict[str, Any]]:
         kept = independent_axes(both, varied_axes(rows, allow_empty=True) + list(extra[0]))
         rows = [{**r, **{k: e[k] for k in extra[0] if k in kept}} for r, e in zip(rows, extra, strict=True)]
     return rows
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def varied_axes(axes_per_row: Sequence[dict[str, Any]], allow_empty: bool = False) -> list[str]:
@@ -191,7 +186,8 @@ def build_spec(meta: dict, axes_per_row: Sequence[dict[str, Any]], num_samples: 
                    + [_s(k) for k in fids]}]
     samples = [{"type": "media", "title": "latest sample grid of each run", "keys": [_h(mn.SAMPLES)]}]
 
-    sections = [("table", table), ("FID vs GFLOPs", compute), ("FID vs NFE", nfe), ("training", training),
+    m = metric.upper()
+    sections = [("table", table), (f"{m} vs GFLOPs", compute), (f"{m} vs NFE", nfe), ("training", training),
                 ("axes", every_axis), ("samples", samples)]
     if meta.get("plot") == "nfe":  # the study's headline figure right after its table
         sections.insert(1, sections.pop(2))
@@ -207,7 +203,7 @@ def build_spec(meta: dict, axes_per_row: Sequence[dict[str, Any]], num_samples: 
             "group": name,
             "groupby": [_c(a) for a in grouping],
             "pinned_columns": [_c(a) for a in first + varied] + [_s(k) for k in fids],
-            "max_runs": max(10, len(axes_per_row)),
+            "max_runs": max(10, 5 * len(axes_per_row)),  # room for a few seeds per row
         },
         "sections": [{"name": f"{name}: {title}", "panels": panels} for title, panels in sections],
     }
@@ -303,93 +299,6 @@ def to_workspace(spec: dict):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# What an offline run logged (reads its .wandb transaction log; no network, no W&B server)
-# ---------------------------------------------------------------------------------------------------------------
-
-_BLOCK, _HEADER = 32768, 7  # W&B's run file: LevelDB-log framing (32 KiB blocks, 7-byte record headers)
-
-
-def _records(path: Path):
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B run file (no ':W&B' magic)")
-    pos, pending = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _HEADER:  # block trailer padding
-            pos += left
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        if kind == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + _HEADER:pos + _HEADER + length]
-        if zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != crc:
-            raise ValueError(f"{path}: corrupt record at byte {pos}")
-        pos += _HEADER + length
-        if kind == 1:  # full
-            yield chunk
-        elif kind == 2:  # first
-            pending = chunk
-        elif kind == 3:  # middle
-            pending += chunk
-        elif kind == 4:  # last
-            yield pending + chunk
-            pending = b""
-
-
-def logged_keys(run_dir: str | Path, timeout_s: float = 30.0) -> dict[str, set[str]]:
-    """{'config', 'summary', 'history'} -> the keys an offline run logged, read from its ``run-*.wandb`` file.
-
-    Nested config values are listed by their dotted paths too (``config.model.depth``). W&B's writer may still be
-    flushing the file after ``wandb.finish()`` returns: this waits up to ``timeout_s`` for the run's exit record
-    and raises ``TimeoutError`` if the run never finished.
-    """
-    import time
-
-    files = sorted(Path(run_dir).glob("run-*.wandb"))
-    if len(files) != 1:
-        raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {len(files)}")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        out, finished = _read_keys(files[0])
-        if finished:
-            return out
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{files[0]} has no exit record after {timeout_s:g} s: the run is still being "
-                               "written or it crashed")
-        time.sleep(0.2)
-
-
-def _read_keys(path: Path) -> tuple[dict[str, set[str]], bool]:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    out: dict[str, set[str]] = {"config": set(), "summary": set(), "history": set()}
-    finished = False
-    for blob in _records(path):
-        rec = pb.Record()
-        rec.ParseFromString(blob)
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            items, dest = rec.run.config.update, out["config"]
-        elif kind == "config":
-            items, dest = rec.config.update, out["config"]
-        elif kind == "history":
-            items, dest = rec.history.item, out["history"]
-        elif kind == "summary":
-            items, dest = rec.summary.update, out["summary"]
-        else:
-            finished |= kind == "exit"
-            continue
-        for it in items:
-            key = it.nested_key[0] if len(it.nested_key) else it.key
-            dest.add(key)
-            if dest is out["config"] and key != "_wandb":  # nested config: "config.model.depth" and so on
-                dest.update(p for p in _flatten(json.loads(it.value_json), key) if p != key)
-    return out, finished
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -431,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           project=args.project)
     if args.dry_run:
         print(json.dumps(spec, indent=2))
+        try:  # build (never save) the workspace objects too, when the extra is installed: the spec is valid
+            if spec["entity"] and spec["project"]:
+                to_workspace(spec)
+                print("[ablate] wandb-workspaces built the workspace (not saved: --dry-run)", file=sys.stderr)
+        except ImportError:
+            pass
         return 0
     workspace = to_workspace(spec)
     workspace.save()

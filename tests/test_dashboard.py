@@ -286,3 +286,19 @@ def test_corrupt_run_file_is_refused(offline_run, tmp_path):
     (tmp_path / src.name).write_bytes(b"not a run file")
     with pytest.raises(ValueError, match="not a W&B run file"):
         db.logged_keys(tmp_path)
+
+
+def test_logged_keys_reads_records_spanning_blocks(tmp_path):
+    # 100 kB of config and 40 kB per history row: W&B splits them over its 32 KiB blocks (first/middle/last)
+    import wandb
+
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="p",
+                     config={"big": "x" * 100_000, "nested": {"a": {"b": 1}}})
+    for i in range(3):
+        run.log({f"k/{i}": i, "blob": "y" * 40_000})
+    run.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert next(run_dir.glob("run-*.wandb")).stat().st_size > 4 * 32768
+    keys = db.logged_keys(run_dir)
+    assert {"k/0", "k/1", "k/2", "blob"} <= keys["history"]
+    assert {"big", "nested", "nested.a.b"} <= keys["config"]
