@@ -246,23 +246,27 @@ def to_latex(table: pd.DataFrame, study: Study, scale: str = "cpu") -> str:
 
 
 # -------------------------------------------------------------------------------------------------- GFLOPs
-_GFLOPS_CACHE: dict[str, float] = {}
+_GFLOPS_CACHE: dict[tuple, float] = {}
+# Config groups that decide the network (time: learn_sigma; data: size, channels, classes).
+_MODEL_GROUPS = ("model", "data", "time")
 
 
 def model_gflops_of_row(study: Study, row_id: str, scale: str) -> float:
     """Forward GMACs per image of the row's model at ``scale`` (``ablate.metrics.flops.model_gflops`` on a
-    meta-device build of the composed config: no weights, no training)."""
+    meta-device build of the composed config: no weights, no training). Rows whose model-deciding overrides
+    (model, data, time groups) agree share one measurement."""
     import torch
     from omegaconf import OmegaConf
 
     from .metrics.flops import model_gflops
     from .models import build_model
-    from .studies import compose_row
+    from .studies import compose_row, row_overrides
 
-    cfg = compose_row(study, row_id, scale)
-    m = OmegaConf.to_container(cfg.model, resolve=True)
-    key = json.dumps(m, sort_keys=True)
+    ov = row_overrides(study, study.row(row_id), scale)
+    key = tuple(o for o in ov if o.split("=", 1)[0].lstrip("+~").split(".")[0] in _MODEL_GROUPS)
     if key not in _GFLOPS_CACHE:
+        cfg = compose_row(study, row_id, scale)
+        m = OmegaConf.to_container(cfg.model, resolve=True)
         with torch.device("meta"):
             net = build_model(m.pop("name"), **m)
         _GFLOPS_CACHE[key] = model_gflops(net, conditional=cfg.data.num_classes > 0)
