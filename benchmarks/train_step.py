@@ -28,9 +28,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +40,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (benchmarks/common.py)
 
 from ablate.metrics.flops import model_gflops  # noqa: E402
 from ablate.models import build_model  # noqa: E402
@@ -63,18 +66,8 @@ CLOCK = time.perf_counter  # --clock cpu: time.process_time (with --threads 1: i
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 3) -> float:
-    """Best-of-``reps`` rate of an n x n x n matmul, in FLOP/s (2 n^3 per product)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        _sync(device)
-        t0 = CLOCK()
-        a @ b
-        _sync(device)
-        best = min(best, CLOCK() - t0)
-    return 2 * n**3 / best
+    """Best-of-``reps`` rate of an n x n x n matmul, in FLOP/s (2 n^3 per product), on this script's clock."""
+    return common.matmul_peak(device, dtype, n, reps, clock=CLOCK)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -150,9 +143,16 @@ class TrainStep:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def bench_one(args, preset, mode, variant, device, peak_n):
+def bench_one(args, preset, mode, variant, device, peak_n, attention="sdpa"):
     undo = _baseline_patches() if variant == "baseline" else (lambda: None)
     try:
+        return _bench_one(args, preset, mode, variant, device, peak_n, attention)
+    finally:
+        undo()
+
+
+def _bench_one(args, preset, mode, variant, device, peak_n, attention):
+    with common.attention_backend(attention):
         batch = args.batch or (256 if device.type == "cuda" else DEFAULT_BATCH.get(preset, 16))
         overrides = dict(input_size=32, in_channels=4) if preset.startswith("DiT-") else {}
         step = TrainStep(preset, batch, device, mode, variant, args.compile, **overrides)
@@ -186,10 +186,9 @@ def bench_one(args, preset, mode, variant, device, peak_n):
             batch=batch,
             gmacs_per_image=step.gmacs,
             compile=args.compile,
+            attention=attention,
             repeats=rows,
         )
-    finally:
-        undo()
 
 
 def profile_one(args, preset, mode, variant, device, steps: int = 2) -> str:
@@ -239,30 +238,6 @@ def summarise(res: dict, peak32: float, peak16: float, threads: int) -> dict:
     return out
 
 
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = dict(
-        python=platform.python_version(),
-        torch=torch.__version__,
-        platform=platform.platform(),
-        cpu=cpu,
-        cpu_count=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        ld_preload=os.environ.get("LD_PRELOAD", ""),
-        device=str(device),
-    )
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def write_markdown(path: Path, report: dict) -> None:
     info = report["machine"]
     lines = [
@@ -288,7 +263,7 @@ def write_markdown(path: Path, report: dict) -> None:
         bf = s.get("mfu_bf16_peak_median")
         lines.append(
             f"| {r['preset']} | {r['batch']} | {r['mode']}{'+compile' if r['compile'] else ''} "
-            f"| {r['variant']} "
+            f"| {r['variant']}{'' if r.get('attention', 'sdpa') == 'sdpa' else ' (math attention)'} "
             f"| {r['gmacs_per_image']:.4f} | {i['min']:.1f} / {i['median']:.1f} / {i['max']:.1f} "
             f"| {100 * m['min']:.1f}% / {100 * m['median']:.1f}% / {100 * m['max']:.1f}% "
             f"| {100 * s['mfu_local_peak_median']:.1f}% | {'-' if bf is None else f'{100 * bf:.1f}%'} "
@@ -322,6 +297,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument(
+        "--attention", nargs="+", default=["sdpa"], choices=list(common.ATTENTION),
+        help="sdpa: scaled_dot_product_attention picks its kernel; math: the reference math kernel",
+    )
     ap.add_argument("--quick", action="store_true", help="3 repeats of 2 steps")
     ap.add_argument("--no-tcmalloc", action="store_true")
     ap.add_argument(
@@ -361,15 +340,12 @@ def main(argv=None):
 
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = []
-    for preset in args.presets:
-        for mode in args.modes:
-            for variant in args.variants:
-                res = bench_one(args, preset, mode, variant, device, peak_n)
-                results.append(res)
-                print(
-                    f"{preset} {mode} {variant}: img/s {[round(r['images_per_s'], 1) for r in res['repeats']]}",
-                    flush=True,
-                )
+    for preset, mode, variant, attention in itertools.product(args.presets, args.modes, args.variants,
+                                                              args.attention):
+        res = bench_one(args, preset, mode, variant, device, peak_n, attention)
+        results.append(res)
+        ips = [round(r["images_per_s"], 1) for r in res["repeats"]]
+        print(f"{preset} {mode} {variant} {attention}: img/s {ips}", flush=True)
     peak16 = max(matmul_peak(device, torch.bfloat16, peak_n) for _ in range(2))
     peaks = [p for r in results for x in r["repeats"] for p in (x["peak_before"], x["peak_after"])]
     peak32 = max(peaks)
@@ -378,7 +354,7 @@ def main(argv=None):
         r["summary"] = summarise(r, peak32, peak16, threads)
     report = dict(
         command=" ".join([Path(sys.executable).name, *sys.argv]),
-        machine=machine_info(device),
+        machine=common.machine_info(device),
         clock=args.clock,
         peak_n=peak_n,
         peak_fp32=peak32,
