@@ -302,3 +302,11 @@ def test_logged_keys_reads_records_spanning_blocks(tmp_path):
     keys = db.logged_keys(run_dir)
     assert {"k/0", "k/1", "k/2", "blob"} <= keys["history"]
     assert {"big", "nested", "nested.a.b"} <= keys["config"]
+
+
+def test_paper_scale_reads_fid50k_and_groups_by_the_dit_preset():
+    spec = db.spec_for_study("dit_scaling", scale="paper")
+    assert spec["name"] == "ablate: dit_scaling (paper)"
+    assert spec["runset"]["groupby"] == ["config:model"]  # dit-s8 ... dit-xl2: the sizes, one level
+    assert "summary:eval/fid50k" in db.referenced_keys(spec)  # DiT's FID-50K
+    assert not any(r.startswith("config:config.model") for r in db.referenced_keys(spec))  # implied by the preset
