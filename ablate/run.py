@@ -130,6 +130,8 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             training.net, training.loss_fn, lr=tr.lr, weight_decay=tr.weight_decay, ema_decay=tr.ema_decay,
             seed=cfg.seed, nan_policy=tr.nan_policy, conditional=cfg.data.num_classes > 0,
         )
+        if tr.compile:  # torch.compile the forward in place: parameter names (checkpoints) do not change
+            module.net.compile()
         dataset = build_data(cfg, "train")
         ckpt_cb = ModelCheckpoint(
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
