@@ -358,3 +358,18 @@ def test_torchrun_two_processes_train_evaluate_and_reuse_like_one_process(tmp_pa
     assert two["reused_checkpoint"].tolist() == [False, True]
     assert two["value"].iloc[0] == pytest.approx(one["value"].iloc[0], rel=1e-4)
     assert two["images_seen"].iloc[0] == one["images_seen"].iloc[0] == 3 * 32
+
+
+@pytest.mark.slow
+def test_trainer_compile_trains_the_same_weights_on_two_processes(compose, tmp_path):
+    """trainer.compile=true (torch.compile of the network's forward, in place) under DDP with the global-batch
+    draws: the same trajectory as eager on one process, up to the compiled kernels' rounding."""
+    torch.set_num_threads(1)
+    ref, _, loss1 = _train(compose, tmp_path / "eager", tmp_path / "rec1", ["trainer.steps=2"])
+    ema, _, loss2 = _train(compose, tmp_path / "compiled", tmp_path / "rec2",
+                           ["trainer.steps=2", "trainer=ddp_cpu", "trainer.compile=true"])
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in loss2]), torch.tensor([r["loss"] for r in loss1]),
+                               rtol=1e-4, atol=0)
+    assert ema.keys() == ref.keys()  # no `_orig_mod.` prefixes: checkpoints stay interchangeable
+    for k in ref:
+        torch.testing.assert_close(ema[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
