@@ -132,6 +132,8 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
         )
         if tr.compile:  # torch.compile the forward in place: parameter names (checkpoints) do not change
             module.net.compile()
+        if tr.accelerator in ("gpu", "cuda") or (tr.accelerator == "auto" and torch.cuda.is_available()):
+            torch.set_float32_matmul_precision("high")  # TF32 for the matmuls that bf16-mixed leaves in fp32
         dataset = build_data(cfg, "train")
         ckpt_cb = ModelCheckpoint(
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
