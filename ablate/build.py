@@ -145,6 +145,10 @@ def axes(cfg: DictConfig) -> dict[str, Any]:
         "last_step": cfg.sampler.get("last_step") if sde else None,
         "guidance": cfg.guidance.scale,
         "model": cfg.model.name,
+        # Architecture overrides (e.g. `+model.depth=4` at CPU scale) distinguish rows of one preset.
+        "model_depth": cfg.model.get("depth"),
+        "model_hidden_size": cfg.model.get("hidden_size"),
+        "model_patch_size": cfg.model.get("patch_size"),
         "data": cfg.data.name,
         "train_steps": cfg.trainer.steps,
         "batch_size": cfg.trainer.batch_size,
