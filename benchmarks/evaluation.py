@@ -89,16 +89,19 @@ def inception_throughput(n: int, batch: int, repeats: int) -> dict:
                 images_per_s=common.spread([n / t for t in times]))
 
 
-def run(quick: bool = True) -> dict:
+def run(quick: bool = True, smoke: bool = False) -> dict:
     """Quick: 2,000 images through the small CNN, 3 repeats; the 2048-d Frechet distance once (seconds on a
-    2-core CPU); Inception on 64 images (when present)."""
+    2-core CPU); Inception on 64 images (when present). ``smoke``: tiny sizes, 256-d instead of 2048-d."""
     load0 = common.loadavg()
-    reps = 3 if quick else 5
+    reps = 1 if smoke else 3 if quick else 5
+    n = 100 if smoke else 2000 if quick else 20000
+    big = 256 if smoke else 2048
     out = dict(
-        extractor=extractor_throughput(2000 if quick else 20000, 500, reps),
-        metrics_end_to_end=metrics_end_to_end(500 if quick else 5000, reps),
-        frechet=[frechet_time(64, reps), frechet_time(2048, 1 if quick else 3, 0 if quick else 1)],
-        inception=inception_throughput(64 if quick else 1000, 64 if quick else 200, 1 if quick else 3),
+        extractor=extractor_throughput(n, 50 if smoke else 500, reps),
+        metrics_end_to_end=metrics_end_to_end(n // 4, reps),
+        frechet=[frechet_time(64, reps), frechet_time(big, 1 if quick else 3, 0 if quick else 1)],
+        inception=inception_throughput(4 if smoke else 64 if quick else 1000, 4 if smoke else 64 if quick else 200,
+                                       1 if quick else 3),
     )
     out["contention"] = common.contention(load0, common.loadavg())
     return out

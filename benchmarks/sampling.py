@@ -214,7 +214,7 @@ def fid_effect(net, source: str, *, num_samples: int, steps: int, batch: int, co
 
 def run(quick: bool = True, *, batch: int | None = None, repeats: int | None = None, nfe: int = 50,
         compile_model: bool | None = None, fid_samples: int | None = None, fid_steps: int | None = None,
-        checkpoint="auto") -> dict:
+        checkpoint="auto", tolerances=((1e-3, 1e-3), (1e-6, 1e-3))) -> dict:
     """The whole sampling benchmark (quick: batch 32, 3 repeats, no compile, FID over 200 samples)."""
     batch = batch or (32 if quick else 256)
     repeats = repeats or (3 if quick else 5)
@@ -232,7 +232,7 @@ def run(quick: bool = True, *, batch: int | None = None, repeats: int | None = N
         euler = extra[f"ode_euler-{nfe}-bf16"][0]
         extra[f"ode_euler-{nfe}-compile"] = (euler, paper_time_model(cnet))
         extra[f"ode_euler-{nfe}-bf16+compile"] = (euler, paper_time_model(cnet, "bf16"))
-    suite = sampler_suite(nfe)
+    suite = sampler_suite(nfe, tolerances)
     res = bench_samplers(net, suite, batch, repeats, extra)
     e = f"ode_euler-{nfe}"
     ratios = {
