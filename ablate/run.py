@@ -217,7 +217,10 @@ def main(cfg: DictConfig):
     try:
         return run(cfg)
     except Exception as e:
-        _record_failure(cfg, e)
+        from .distributed import is_global_zero
+
+        if is_global_zero():  # one failure row per job, not one per rank
+            _record_failure(cfg, e)
         if _is_multirun():
             # One failing sweep point must not stop the others: record it, print it, go on.
             traceback.print_exc()
