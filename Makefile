@@ -31,11 +31,17 @@ clean:
 gflops: $(STAMP)
 	$(BIN)/python -m ablate.metrics.flops
 
-# Training-step throughput and MFU (quick mode), JSON + Markdown under benchmarks/results/.
+# Benchmarks, every part in one run (training step MFU, samplers' cost per NFE, evaluation, sweep reuse):
+# `make bench` = quick mode (< 5 min on a quiet 2-core CPU), `make bench-full` = larger budgets + compile (GPU).
+# Writes benchmarks/results/bench.json + bench.md (ARGS="--parts sampling ..." for a subset).
 # tcmalloc is preloaded when installed (apt: libtcmalloc-minimal4): glibc malloc churn costs up to 1.6x.
 TCMALLOC := $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)
+.PHONY: bench-full
 bench: $(STAMP)
-	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python benchmarks/train_step.py --quick --out benchmarks/results
+	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python benchmarks/run_all.py --quick --out benchmarks/results $(ARGS)
+
+bench-full: $(STAMP)
+	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python benchmarks/run_all.py --full --out benchmarks/results $(ARGS)
 
 # The main job: train + evaluate the default configuration on the embedded digits.
 .PHONY: run
