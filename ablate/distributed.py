@@ -226,8 +226,9 @@ def sharded_fid(local_images: Tensor, real, *, extractor: str = "auto", batch_si
     .. math:: \\mathrm{FID} = \\lVert\\mu_f - \\mu_r\\rVert^2 + \\operatorname{tr}(\\Sigma_f + \\Sigma_r
               - 2 (\\Sigma_f \\Sigma_r)^{1/2})
 
-    (Heusel et al. 2017, eq. 6) with torch-fidelity's own statistics and distance, and the real statistics
-    from the cache that :func:`ablate.metrics.fid.compute_metrics` uses. Returns ``{"fid", "num_fake",
+    (the FID of Heusel et al. 2017, "GANs trained by a two time-scale update rule ...") with torch-fidelity's
+    own statistics and distance, and the real statistics from the cache that
+    :func:`ablate.metrics.fid.compute_metrics` uses. Returns ``{"fid", "num_fake",
     "num_real", "extractor"}`` on rank 0 and ``None`` on the other ranks. With one process it equals
     ``compute_metrics(local_images, real, metrics=("fid",))`` on the same images.
     """
