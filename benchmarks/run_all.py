@@ -191,7 +191,7 @@ def run_part(part: str, quick: bool, device: str, smoke: bool = False) -> dict:
         if smoke:
             return sampling.run(True, batch=2, repeats=1, nfe=4, fid_samples=20, fid_steps=2, checkpoint=None,
                                 tolerances=((1e-2, 1e-2),))
-        return sampling.run(quick)
+        return sampling.run(quick, device=device)
     if part == "evaluation":
         import evaluation
 

@@ -138,14 +138,17 @@ def _sit_reference(steps: int) -> SiTReferenceEM:
     return SiTReferenceEM(interp, "velocity", get_diffusion("w_kl", interp, 1.0), "em", steps)
 
 
-def _run(sampler, model, batch: int, seed: int = 0):
-    noise = PerImageNoise([seed * 1_000_003 + i for i in range(batch)], (1, 8, 8))
-    y = torch.arange(batch) % 10
+def _run(sampler, model, batch: int, seed: int = 0, device="cpu"):
+    noise = PerImageNoise([seed * 1_000_003 + i for i in range(batch)], (1, 8, 8), device=device)
+    y = torch.arange(batch, device=device) % 10
     with torch.no_grad():
-        return sampler(model, noise.z, y, noise=noise)
+        out = sampler(model, noise.z, y, noise=noise)
+    common.sync(device)
+    return out
 
 
-def bench_samplers(net, suite: dict, batch: int, repeats: int, model_fns: dict | None = None) -> dict:
+def bench_samplers(net, suite: dict, batch: int, repeats: int, model_fns: dict | None = None,
+                   device="cpu") -> dict:
     """Interleaved timing of every sampler of ``suite`` (plus ``model_fns``: extra name -> (sampler, model)
     pairs such as bf16 or compiled networks); returns name -> record with wall s per batch / per NFE / per
     image, images/s and the counted NFE per image, each as min / median / max over ``repeats``."""
@@ -154,13 +157,13 @@ def bench_samplers(net, suite: dict, batch: int, repeats: int, model_fns: dict |
     jobs = {name: (s, disc if is_disc else cont) for name, (s, is_disc) in suite.items()}
     jobs.update(model_fns or {})
     for s, m in jobs.values():  # warm-up (allocator, one-time set-up, compilation)
-        _run(s, m, batch)
+        _run(s, m, batch, device=device)
     walls: dict[str, list[float]] = {k: [] for k in jobs}
     nfes: dict[str, int] = {}
     for _ in range(repeats):
         for name, (s, m) in jobs.items():
             t0 = time.perf_counter()
-            out = _run(s, m, batch)
+            out = _run(s, m, batch, device=device)
             walls[name].append(time.perf_counter() - t0)
             nfes[name] = out.nfe
     res = {}
@@ -187,7 +190,8 @@ def nfe_250(batch: int = 4) -> dict:
                 sit_reference_nfe=_run(_sit_reference(250), model, batch).nfe)
 
 
-def fid_effect(net, source: str, *, num_samples: int, steps: int, batch: int, compile_model: bool) -> dict:
+def fid_effect(net, source: str, *, num_samples: int, steps: int, batch: int, compile_model: bool,
+               device="cpu") -> dict:
     """FID of the same seeds sampled with ``ode_heun`` (``steps`` steps) in fp32, bf16 autocast and (with
     ``compile_model``) compiled; plus the largest pixel difference from the fp32 samples."""
     from ablate.evaluate import generate
@@ -202,7 +206,7 @@ def fid_effect(net, source: str, *, num_samples: int, steps: int, batch: int, co
     for name, model in variants.items():
         t0 = time.perf_counter()
         imgs, _, nfe = generate(model, sampler, num_samples=num_samples, batch_size=batch, shape=(1, 8, 8),
-                                num_classes=10, seed=0, progress=False)
+                                num_classes=10, seed=0, progress=False, device=device)
         wall = time.perf_counter() - t0
         fid = compute_metrics(imgs, "digits/test")["fid"]
         ref = imgs if ref is None else ref
@@ -214,26 +218,26 @@ def fid_effect(net, source: str, *, num_samples: int, steps: int, batch: int, co
 
 def run(quick: bool = True, *, batch: int | None = None, repeats: int | None = None, nfe: int = 50,
         compile_model: bool | None = None, fid_samples: int | None = None, fid_steps: int | None = None,
-        checkpoint="auto", tolerances=((1e-3, 1e-3), (1e-6, 1e-3))) -> dict:
+        checkpoint="auto", tolerances=((1e-3, 1e-3), (1e-6, 1e-3)), device="cpu") -> dict:
     """The whole sampling benchmark (quick: batch 32, 3 repeats, no compile, FID over 200 samples)."""
     batch = batch or (32 if quick else 256)
     repeats = repeats or (3 if quick else 5)
     compile_model = (not quick) if compile_model is None else compile_model
     load0 = common.loadavg()
-    net, source = load_network(checkpoint)
+    net, source = load_network(checkpoint, device)
     extra = {f"ode_euler-{nfe}-bf16": (build_sampler("ode_euler", steps=nfe, interpolant="linear",
                                                       prediction="velocity"), paper_time_model(net, "bf16"))}
     compile_cold_s = None
     if compile_model:
         cnet = torch.compile(net)
         t0 = time.perf_counter()
-        _run(extra[f"ode_euler-{nfe}-bf16"][0], paper_time_model(cnet), batch)
+        _run(extra[f"ode_euler-{nfe}-bf16"][0], paper_time_model(cnet), batch, device=device)
         compile_cold_s = time.perf_counter() - t0
         euler = extra[f"ode_euler-{nfe}-bf16"][0]
         extra[f"ode_euler-{nfe}-compile"] = (euler, paper_time_model(cnet))
         extra[f"ode_euler-{nfe}-bf16+compile"] = (euler, paper_time_model(cnet, "bf16"))
     suite = sampler_suite(nfe, tolerances)
-    res = bench_samplers(net, suite, batch, repeats, extra)
+    res = bench_samplers(net, suite, batch, repeats, extra, device)
     e = f"ode_euler-{nfe}"
     ratios = {
         "sde_em / ode_euler (wall, equal steps)": ratio(res, f"sde_em-{nfe}", e),
@@ -251,7 +255,7 @@ def run(quick: bool = True, *, batch: int | None = None, repeats: int | None = N
         sde_over_euler_wall_median=sde_ratio, within_10_percent=abs(sde_ratio - 1) <= 0.10, **nfe_250())
     fid = fid_effect(net, source, num_samples=fid_samples or (200 if quick else 1000),
                      steps=fid_steps or (10 if quick else 25), batch=min(batch * 4, 500),
-                     compile_model=compile_model)
+                     compile_model=compile_model, device=device)
     for r in res.values():
         r.pop("_walls")
     return dict(weights=source, batch=batch, repeats=repeats, nfe=nfe, samplers=res, ratios=ratios,
