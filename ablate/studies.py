@@ -26,7 +26,7 @@ row's per-scale overrides, ``study=<name> row=<id> seed=<s>``, and the user's ex
 CLI::
 
     python -m ablate.studies list
-    python -m ablate.studies show sit_walk --scale cpu            # the override list of every row
+    python -m ablate.studies show sit_walk --scale paper          # one `python -m ablate.run ...` line per job
     python -m ablate.studies run sit_walk --scale cpu [--seeds 0,1,2] [--rows 0,4a] [--dry-run]
                                  [--results PATH] [--subprocess] [--redo] [key=value ...]
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -59,6 +60,7 @@ __all__ = [
     "steps_for_nfe",
     "row_overrides",
     "compose_row",
+    "command",
     "run_study",
     "main",
 ]
@@ -229,6 +231,15 @@ def compose_row(study: Study, row: StudyRow | str, scale: str, seed: int = 0, ex
         GlobalHydra.instance().clear()
 
 
+def command(overrides: list[str]) -> str:
+    """The shell command of one run (quoted for a POSIX shell): one line per job for a scheduler or
+    ``xargs``/``parallel`` at paper scale."""
+    def q(o: str) -> str:  # row='4a' reads better as "row='4a'" than shlex's 'row='"'"'4a'"'"''
+        return f'"{o}"' if re.fullmatch(r"[\w.=+/'-]+", o) and "'" in o else shlex.quote(o)
+
+    return "python -m ablate.run " + " ".join(q(o) for o in overrides)
+
+
 def _done(results: Path, study: str, row: str, seed: int) -> bool:
     from .results import read_results
 
@@ -270,7 +281,7 @@ def run_study(name: str, scale: str = "cpu", seeds=(0,), rows=None, extra=(), re
         cfg = compose_row(study, job["row"], scale, job["seed"], extra)
         if dry_run:
             job["status"] = "dry-run"
-            echo(f"{head}: python -m ablate.run {' '.join(job['overrides'])}")
+            echo(f"{head}: {command(job['overrides'])}")
             continue
         if not redo and _done(Path(cfg.results), study.name, job["row"], job["seed"]):
             job["status"] = "done before"
@@ -341,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in study.rows if rows is None else [study.row(x) for x in rows]:
             for s in seeds:
                 skip = r.skip_reason(a.scale)
-                print(f"{r.id}\tseed {s}\t" + (f"skipped: {skip}" if skip else
-                                                " ".join(row_overrides(study, r, a.scale, s, a.extra))))
+                print(f"# row {r.id} seed {s}: skipped at {a.scale} scale: {skip}" if skip else
+                      command(row_overrides(study, r, a.scale, s, a.extra)))
         return 0
     jobs = run_study(a.study, a.scale, seeds, rows, a.extra, a.results, a.dry_run, a.subprocess, a.redo)
     failed = [j for j in jobs if str(j.get("status", "")).startswith("failed")]
