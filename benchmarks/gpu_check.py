@@ -18,13 +18,14 @@ Without CUDA it exits at once with status 2 and says so.
 
 Usage::
 
-    python benchmarks/gpu_check.py                       # B/2 + XL/2, batch 256 per step, eager
+    python benchmarks/gpu_check.py                       # B/2 + XL/2, batch 256 (halved on OOM), eager
     python benchmarks/gpu_check.py --compile --presets DiT-B/2
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import shutil
@@ -149,7 +150,7 @@ def timed(fn, warmup: int, iters: int, device: str = "cuda"):
     return dt / iters, util.mean, util.source
 
 
-def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda") -> list[dict]:
+def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", batch: int | None = None) -> list[dict]:
     """Time the training step and the sampler of ``preset``; ``device="cpu"`` is the smoke test's path
     (same code, no GPU figures)."""
     from ablate.metrics.flops import model_gflops
@@ -167,7 +168,7 @@ def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda") ->
     objective = build_objective("linear", "velocity")
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0, fused=device == "cuda")
     fwd = torch.compile(net) if args.compile else net
-    B = args.batch
+    B = batch or args.batch
     x = torch.randn(B, c, net.input_size, net.input_size, device=device)
     y = torch.randint(0, net.num_classes, (B,), device=device)
 
@@ -267,7 +268,18 @@ def main(argv=None) -> int:
         if time.perf_counter() - start > args.budget_s:
             print(f"  budget of {args.budget_s:.0f} s spent: skipping {preset}")
             continue
-        rows += bench_preset(preset, args, peak)
+        batch = args.batch
+        while True:  # DiT-XL/2 at 256 images per step does not fit 80 GB: halve the batch until it does
+            try:
+                rows += bench_preset(preset, args, peak, batch=batch)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if batch <= 8:
+                    raise
+            gc.collect()  # outside the except block: the traceback no longer holds the failed step's tensors
+            torch.cuda.empty_cache()
+            print(f"  {preset}: out of memory at batch {batch}, retrying at {batch // 2}")
+            batch //= 2
         for r in rows[-2:]:
             util = f"{r['gpu_util']:.0f}% ({r['util_source']})" if r["gpu_util"] is not None else "n/a"
             print(f"  {r['preset']:9s} {r['part']:32s} b{r['batch']} {r['images_per_s']:9.1f} img/s "
