@@ -32,7 +32,7 @@ import torch
 
 from ablate.sampling import PerImageNoise, SDESampler, build_sampler
 
-__all__ = ["SiTReferenceEM", "load_network", "sampler_suite", "bench_samplers", "fid_effect"]
+__all__ = ["SiTReferenceEM", "BatchNoise", "load_network", "sampler_suite", "bench_samplers", "fid_effect"]
 
 NULL_CLASS = 10  # tiny-8 on digits: classes 0..9, the null label of classifier-free guidance is 10
 
@@ -59,6 +59,20 @@ class SiTReferenceEM(SDESampler):
     @property
     def tag(self) -> str:
         return "sit_ref_" + super().tag
+
+
+class BatchNoise:
+    """A sampler drawing its step noise from one generator for the whole batch (``generator=``) instead of the
+    per-image streams the evaluation uses (:class:`~ablate.sampling.PerImageNoise`, one small generator per
+    image and step): isolates the cost of the SDE step itself from the cost of reproducible per-image noise."""
+
+    def __init__(self, sampler):
+        self.sampler, self.guidance_scale = sampler, sampler.guidance_scale
+        self.tag, self.expected_nfe = sampler.tag + "-batch_noise", sampler.expected_nfe
+
+    def __call__(self, model, z, y=None, *, noise=None, **kwargs):
+        g = torch.Generator(device=z.device).manual_seed(0)
+        return self.sampler(model, z, y, generator=g)
 
 
 def _find_checkpoint(out_dir: str | os.PathLike | None = None) -> Path | None:
@@ -121,6 +135,7 @@ def sampler_suite(nfe: int = 50, tolerances=((1e-3, 1e-3), (1e-6, 1e-3))) -> dic
         suite[f"ode_dopri5-atol{atol:g}-rtol{rtol:g}"] = (
             build_sampler("ode_dopri5", atol=atol, rtol=rtol, **lin), False)
     suite[f"sde_em-{nfe}"] = (build_sampler("sde_em", steps=nfe, **lin), False)
+    suite[f"sde_em-{nfe}-batch_noise"] = (BatchNoise(suite[f"sde_em-{nfe}"][0]), False)
     suite[f"sde_heun-{nfe // 2 + 1}"] = (build_sampler("sde_heun", steps=nfe // 2 + 1, **lin), False)
     suite[f"sit_reference_em-{nfe}"] = (_sit_reference(nfe), False)
     suite[f"ddpm-{nfe}"] = (build_sampler("ddpm", steps=nfe, ddpm=ddpm), True)
@@ -247,6 +262,7 @@ def run(quick: bool = True, *, batch: int | None = None, repeats: int | None = N
     e = f"ode_euler-{nfe}"
     ratios = {
         "sde_em / ode_euler (wall, equal steps)": ratio(res, f"sde_em-{nfe}", e),
+        "sde_em, one batch generator / ode_euler (wall, equal steps)": ratio(res, f"sde_em-{nfe}-batch_noise", e),
         "sit_reference_em / ode_euler (wall, equal steps)": ratio(res, f"sit_reference_em-{nfe}", e),
         "sit_reference_em / sde_em (wall, equal steps)": ratio(res, f"sit_reference_em-{nfe}", f"sde_em-{nfe}"),
         "cfg1.5 / cfg1.0 (wall, equal NFE)": ratio(res, f"{e}-cfg1.5", e),

@@ -59,6 +59,7 @@ def test_every_sampler_counts_its_nfe(one_thread):
     assert res["sde_em-4"]["nfe_per_image"] == res["ode_euler-4"]["nfe_per_image"] == 4
     assert res["ode_heun-2"]["nfe_per_image"] == 4 and res["sde_heun-3"]["nfe_per_image"] == 2 * 2 + 1
     assert res["sit_reference_em-4"]["nfe_per_image"] == 8
+    assert res["sde_em-4-batch_noise"]["nfe_per_image"] == 4
     assert res["ode_euler-4-cfg1.5"]["nfe_per_image"] == 4  # one NFE = one doubled-batch call
     assert res["ode_dopri5-atol0.01-rtol0.01"]["nfe_per_image"] >= 6  # dopri5: >= 1 step of 6 stages
 
