@@ -67,6 +67,9 @@ def test_every_row_composes_validates_and_spends_its_budget(name, scale):
             assert cfg.trainer.steps == 1000 * k
         else:
             assert cfg.data.name == "digits" and cfg.trainer.accelerator == "cpu"
+            base = [int(o.split("=")[1]) for o in study.scales["cpu"]["overrides"] if o.startswith("trainer.steps=")]
+            long = 7000 if "7000K" in row.id else 400  # the 7M-step rows keep the paper's ratio 17.5
+            assert cfg.trainer.steps * 400 == base[0] * long
 
 
 @pytest.mark.parametrize("name", [s for s in STUDIES if load_study(s).scales["cpu"].get("nfe")])
@@ -143,6 +146,18 @@ def test_overrides_later_values_win_and_bad_names_fail():
         study.row("9z")
     with pytest.raises(StudyError, match="valid"):
         row_overrides(study, "4a", "gpu")
+
+
+def test_show_prints_shell_commands_that_parse_back(capsys):
+    import shlex
+
+    from ablate.studies import main
+
+    assert main(["show", "dit_scaling", "--rows", "S/8", "--seeds", "2", "trainer.steps=5"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    argv = shlex.split(line)
+    assert argv[:3] == ["python", "-m", "ablate.run"]
+    assert argv[3:] == row_overrides(load_study("dit_scaling"), "S/8", "cpu", 2, ["trainer.steps=5"])
 
 
 def test_dry_run_lists_every_job_and_skips_unrunnable_rows(tmp_path):
