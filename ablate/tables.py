@@ -167,8 +167,11 @@ def ordering(table: pd.DataFrame) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------------ writers
 def _num(x: float, fmt: str = "{:.2f}", signed: bool = False) -> str:
+    """Format a number; ``fmt=None`` prints a published number as the paper gives it (33.0, 100.41)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
+    if fmt is None:
+        return str(float(x))
     return ("{:+.2f}" if signed else fmt).format(x)
 
 
@@ -187,9 +190,9 @@ def _cells(table: pd.DataFrame, study: Study) -> tuple[list[str], list[list[str]
     head += (["GFLOPs paper", "GFLOPs measured (paper model)"] if has_paper_gflops else []) + ["GFLOPs ours"]
     body = []
     for _, r in table.iterrows():
-        line = [r["row"], r["setting"], _num(r["paper"], "{:g}") or "no paper number", _ours(r),
+        line = [r["row"], r["setting"], _num(r["paper"], None) or "no paper number", _ours(r),
                 _num(r["diff"], signed=True) or "—", f"{r['nfe']:g}", f"{r['cfg']:g}"]
-        line += ([_num(r["gflops_paper"], "{:g}"), _num(r["gflops_paper_measured"])] if has_paper_gflops else [])
+        line += ([_num(r["gflops_paper"], None), _num(r["gflops_paper_measured"])] if has_paper_gflops else [])
         line += [_num(r["gflops_ours"], "{:.4g}")]
         body.append(line)
     return head, body
