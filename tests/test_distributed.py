@@ -33,6 +33,15 @@ FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger
 RTOL = 1e-5  # one process vs two: the same arithmetic up to the order of the gradient all-reduce
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread per process while a test forks ranks (restored afterwards for the other tests)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------------------------------
 # In-process: shards, global-batch draws, data stream
 # ----------------------------------------------------------------------------------------------------
@@ -126,9 +135,13 @@ def _in_group(rank, world, init_file, fn, *args):
 
 def run_ranks(fn, world, tmp_path, *args):
     """Run fn(rank, world, *args) in ``world`` forked processes joined in a gloo group."""
-    torch.set_num_threads(1)
-    mp.start_processes(_in_group, args=(world, str(tmp_path / "pg_init"), fn, *args), nprocs=world,
-                       start_method="fork")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # inherited by the forked ranks: W ranks x 1 thread on a shared machine
+    try:
+        mp.start_processes(_in_group, args=(world, str(tmp_path / "pg_init"), fn, *args), nprocs=world,
+                           start_method="fork")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _gather_check(rank, world, out):
@@ -252,8 +265,7 @@ def _assert_close_states(a: dict, b: dict):
         torch.testing.assert_close(a[k], b[k], rtol=RTOL, atol=1e-6, msg=k)
 
 
-def test_two_process_ddp_follows_the_one_process_trajectory(compose, tmp_path):
-    torch.set_num_threads(1)
+def test_two_process_ddp_follows_the_one_process_trajectory(compose, tmp_path, one_thread):
     ema1, info1, loss1 = _train(compose, tmp_path / "one", tmp_path / "rec1", ["trainer.steps=4"])
     ema2, info2, loss2 = _train(compose, tmp_path / "two", tmp_path / "rec2", ["trainer.steps=4",
                                                                                "trainer=ddp_cpu"])
@@ -269,8 +281,7 @@ def test_two_process_ddp_follows_the_one_process_trajectory(compose, tmp_path):
     _assert_close_states(r0["net"], torch.load(tmp_path / "rec1" / "state_rank0.pt")["net"])
 
 
-def test_resume_on_a_different_number_of_processes_continues_the_trajectory(compose, tmp_path, capfd):
-    torch.set_num_threads(1)
+def test_resume_on_a_different_number_of_processes_continues_the_trajectory(compose, tmp_path, capfd, one_thread):
     ref, _, _ = _train(compose, tmp_path / "ref", tmp_path / "rec_ref", ["trainer.steps=4"])
     _train(compose, tmp_path / "a", tmp_path / "rec_a", ["trainer.steps=2", "trainer.ckpt_every=1"])
     (last,) = (tmp_path / "a" / "checkpoints").glob("*/last.ckpt")
@@ -361,10 +372,9 @@ def test_torchrun_two_processes_train_evaluate_and_reuse_like_one_process(tmp_pa
 
 
 @pytest.mark.slow
-def test_trainer_compile_trains_the_same_weights_on_two_processes(compose, tmp_path):
+def test_trainer_compile_trains_the_same_weights_on_two_processes(compose, tmp_path, one_thread):
     """trainer.compile=true (torch.compile of the network's forward, in place) under DDP with the global-batch
     draws: the same trajectory as eager on one process, up to the compiled kernels' rounding."""
-    torch.set_num_threads(1)
     ref, _, loss1 = _train(compose, tmp_path / "eager", tmp_path / "rec1", ["trainer.steps=2"])
     ema, _, loss2 = _train(compose, tmp_path / "compiled", tmp_path / "rec2",
                            ["trainer.steps=2", "trainer=ddp_cpu", "trainer.compile=true"])
