@@ -333,6 +333,7 @@ def test_gpu_check_exits_with_a_clear_message_without_cuda(capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds on an idle machine; bf16 autocast on a contended 2-core CPU took minutes
 def test_gpu_check_code_path_runs_on_cpu_and_its_peak_table_matches_names(capsys):
     gc = _gpu_check()
     assert gc.main(["--smoke-cpu"]) == 0
