@@ -118,6 +118,10 @@ def validate(cfg: DictConfig) -> None:
         )
     ev = cfg.eval
     _check(ev.num_samples > 0, f"eval.num_samples must be > 0, got {ev.num_samples}")
+    if isinstance(tr.devices, int):
+        _check(ev.num_samples >= tr.devices * tr.num_nodes,
+               f"eval.num_samples={ev.num_samples} is smaller than the number of ranks "
+               f"(devices x nodes = {tr.devices * tr.num_nodes}): every rank samples a share")
     _check(ev.batch_size > 0, f"eval.batch_size must be > 0, got {ev.batch_size}")
     _check(ev.every_n_steps >= 0, f"eval.every_n_steps must be >= 0, got {ev.every_n_steps}")
 

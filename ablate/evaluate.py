@@ -149,12 +149,12 @@ def evaluate_run(cfg: DictConfig, training, ema_state: dict, info: dict[str, Any
         ref, cache_name = f"{cfg.data.name}/{ev.reference_split}", None
     if world > 1:  # features gathered in index order, one score on rank 0; other ranks stop here
         scores = sharded_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics),
-                                 real_cache_name=cache_name)
+                                 real_cache_name=cache_name, inception_weights=ev.get("inception_weights"))
         if scores is None:
             return {"rows": [], "samples": None}
     else:
         scores = compute_metrics(images, ref, extractor=ev.extractor, metrics=tuple(ev.metrics),
-                                 real_cache_name=cache_name)
+                                 real_cache_name=cache_name, inception_weights=ev.get("inception_weights"))
     metric_wall = time.time() - t1
 
     gf = model_gflops(net, conditional=cfg.data.num_classes > 0)
