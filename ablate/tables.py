@@ -124,9 +124,19 @@ def study_table(study: Study | str, df: pd.DataFrame, scale: str = "cpu", gflops
             num_samples=int(mine["num_samples"].iloc[-1]) if n and "num_samples" in mine else None,
             extractor=mine["extractor"].iloc[-1] if n and "extractor" in mine else None,
             train_steps=int(mine["step"].max()) if n else None,
+            train_wall_s=_mean_col(mine, "train_wall_s"),
+            eval_wall_s=_mean_col(mine, "sample_wall_s") + _mean_col(mine, "metric_wall_s", 0.0),
+            reused=bool(n and "reused_checkpoint" in mine and mine["reused_checkpoint"].fillna(False).any()),
             status=status,
         ))
     return pd.DataFrame(lines)
+
+
+def _mean_col(df: pd.DataFrame, col: str, default: float = math.nan) -> float:
+    """Mean of a numeric column over a row's runs (``default`` when absent or empty)."""
+    if col not in df or df[col].dropna().empty:
+        return default
+    return float(df[col].astype(float).mean())
 
 
 # --------------------------------------------------------------------------------------------- ordering
@@ -188,12 +198,18 @@ def _cells(table: pd.DataFrame, study: Study) -> tuple[list[str], list[list[str]
     has_paper_gflops = table["gflops_paper"].notna().any()
     head = ["row", "setting", f"paper {metric}", "ours (mean ± std, n seeds)", "difference", "NFE", "cfg"]
     head += (["GFLOPs paper", "GFLOPs measured (paper model)"] if has_paper_gflops else []) + ["GFLOPs ours"]
+    head += ["wall s: train + eval"]
     body = []
     for _, r in table.iterrows():
         line = [r["row"], r["setting"], _num(r["paper"], None) or "no paper number", _ours(r),
                 _num(r["diff"], signed=True) or "—", f"{r['nfe']:g}", f"{r['cfg']:g}"]
         line += ([_num(r["gflops_paper"], None), _num(r["gflops_paper_measured"])] if has_paper_gflops else [])
         line += [_num(r["gflops_ours"], "{:.4g}")]
+        wall = "—"
+        if not math.isnan(r.get("train_wall_s", math.nan)):
+            # (shared): the checkpoint was trained once for another row with the same training config
+            wall = f"{r['train_wall_s']:.0f}{' (shared)' if r.get('reused') else ''} + {r['eval_wall_s']:.0f}"
+        line += [wall]
         body.append(line)
     return head, body
 
