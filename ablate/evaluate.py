@@ -67,12 +67,28 @@ def generate(
         res = sampler(model, noise.z, y, noise=noise)
         nfe.append(res.nfe)
         if not torch.isfinite(res.x).all():
+            where = _first_bad_time(sampler, model, noise, y)
             raise FloatingPointError(
-                f"sampler {sampler.tag} produced non-finite samples; check the endpoint setting (sample_eps) "
-                "and the diffusion coefficient near t = 0 and t = 1"
+                f"sampler {sampler.tag} produced non-finite samples (first at {where}); "
+                "check the endpoint setting (sample_eps) and the diffusion coefficient near t = 0 and t = 1"
             )
         out.append(res.x.float().cpu())
     return torch.cat(out), labels, sum(nfe) / len(nfe)
+
+
+def _first_bad_time(sampler, model, noise, y) -> str:
+    """Replay a failed batch with its trajectory (same noise) and name the first state that is not finite."""
+    try:
+        res = sampler(model, noise.z, y, noise=noise, return_trajectory=True)
+        times = res.times or []
+        for k, x in enumerate(res.trajectory or []):
+            if not torch.isfinite(x).all():
+                if 0 < k < len(times):
+                    return f"the step from t = {times[k - 1]:.6g} to t = {times[k]:.6g}"
+                return f"state {k} of the trajectory"
+    except Exception as e:  # the replay must never hide the original error
+        return f"t unknown: the replay failed with {type(e).__name__}"
+    return "t unknown"
 
 
 def _save_grid(images: Tensor, path: Path, n: int) -> Path:
