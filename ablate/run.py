@@ -228,13 +228,18 @@ def main(cfg: DictConfig):
             return None
         raise
     finally:
-        try:
-            import wandb
+        finish_wandb()
 
-            if wandb.run is not None:
-                wandb.finish()
-        except Exception:
-            pass
+
+def finish_wandb() -> None:
+    """Close the process's W&B run, if any (each job or study row gets its own run)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception:
+        pass
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ def run_study(name: str, scale: str = "cpu", seeds=(0,), rows=None, extra=(), re
 
 
 def _run_in_process(cfg, job_dir: Path) -> str:
-    from .run import _record_failure, run
+    from .run import _record_failure, finish_wandb, run
 
     try:
         run(cfg, job_dir=job_dir)
@@ -311,13 +311,7 @@ def _run_in_process(cfg, job_dir: Path) -> str:
         _record_failure(cfg, e)
         return f"failed ({type(e).__name__}: {e})"
     finally:
-        try:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
-        except Exception:
-            pass
+        finish_wandb()
 
 
 def main(argv: list[str] | None = None) -> int:
