@@ -174,33 +174,6 @@ def all_reduce_mean(value: float, weight: float = 1.0) -> float:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _fidelity_setup(real, extractor: str, fake_shape, cache_dir, real_cache_name, inception_weights):
-    """The same extractor, reference set, cache name and torch-fidelity arguments as
-    :func:`ablate.metrics.fid.compute_metrics`, so a sharded FID and a single-process one share caches."""
-    from .data.embedded import build_dataset
-    from .metrics.extractor import extractor_checksum
-    from .metrics.fid import _image_shape, _parse_real, _Uint8Images, default_cache_dir, resolve_extractor
-    from .metrics.inception import INCEPTION, inception_weights_path
-
-    name = resolve_extractor(extractor, real, tuple(fake_shape))
-    if isinstance(real, str):
-        dname, split = _parse_real(real)
-        real_ds = build_dataset(dname, split)
-        cache_key = f"{dname}-{split}-n{len(real_ds)}"
-    else:
-        real_ds, cache_key = real, real_cache_name
-    if tuple(_image_shape(real_ds)) != tuple(fake_shape):
-        raise ValueError(f"fake images {tuple(fake_shape)} and real images {tuple(_image_shape(real_ds))} differ")
-    kw: dict = {}
-    channels = None
-    if name == INCEPTION:
-        kw["feature_extractor_weights_path"] = str(inception_weights_path(inception_weights))
-        channels = 3
-    if cache_key is not None:
-        sha = extractor_checksum(name) if name != INCEPTION else "6726825d"
-        kw["input2_cache_name"] = f"ablate-{cache_key}-{name}-{sha}"
-    kw.update(cache=cache_key is not None, cache_root=str(cache_dir or default_cache_dir()))
-    return name, _Uint8Images(real_ds, channels), channels, kw
 
 
 def extract_features(images: Tensor, feat_extractor, feat_layer: str, *, channels=None, batch_size: int = 256,
@@ -239,11 +212,11 @@ def sharded_fid(local_images: Tensor, real, *, extractor: str = "auto", batch_si
     )
     from torch_fidelity.utils import create_feature_extractor, resolve_feature_layer_for_metric
 
-    from .metrics.fid import _image_shape
+    from .metrics.fid import _image_shape, fidelity_setup
 
     rank, world = rank_world()
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
-    name, real_ds, channels, kw = _fidelity_setup(real, extractor, _image_shape(local_images), cache_dir,
+    name, real_ds, channels, kw = fidelity_setup(real, extractor, _image_shape(local_images), cache_dir,
                                                   real_cache_name, inception_weights)
     layer = resolve_feature_layer_for_metric("fid", feature_extractor=name)
     fe = create_feature_extractor(name, [layer], cuda=cuda, verbose=False, **kw)

@@ -165,6 +165,32 @@ def resolve_extractor(extractor: str, real, fake_shape: tuple[int, ...]) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
+def fidelity_setup(real, extractor: str, fake_shape, cache_dir=None, real_cache_name=None, inception_weights=None):
+    """Resolve what torch-fidelity needs for a reference set: ``(extractor name, uint8 reference images,
+    channels, keyword arguments)``, the arguments holding the Inception weights path and the statistics cache
+    (keyed by dataset, split, size, extractor and the extractor's checksum). Shared with the sharded FID."""
+    name = resolve_extractor(extractor, real, tuple(fake_shape))
+    if isinstance(real, str):
+        dname, split = _parse_real(real)
+        real_ds = build_dataset(dname, split)
+        cache_key = f"{dname}-{split}-n{len(real_ds)}"
+    else:
+        real_ds, cache_key = real, real_cache_name
+    real_shape = _image_shape(real_ds)
+    if tuple(real_shape) != tuple(fake_shape):
+        raise ValueError(f"fake images {tuple(fake_shape)} and real images {tuple(real_shape)} differ")
+    kw: dict = {}
+    channels = None
+    if name == INCEPTION:
+        kw["feature_extractor_weights_path"] = str(inception_weights_path(inception_weights))
+        channels = 3
+    if cache_key is not None:
+        sha = extractor_checksum(name) if name != INCEPTION else "6726825d"
+        kw["input2_cache_name"] = f"ablate-{cache_key}-{name}-{sha}"
+    kw.update(cache=cache_key is not None, cache_root=str(cache_dir or default_cache_dir()))
+    return name, _Uint8Images(real_ds, channels), channels, kw
+
+
 def compute_metrics(fake_images: Tensor | Dataset, real: str | Dataset | Tensor, *, extractor: str = "auto",
                     metrics=("fid",), batch_size: int = 256, cache_dir: str | os.PathLike | None = None,
                     real_cache_name: str | None = None, inception_weights: str | os.PathLike | None = None,
@@ -190,34 +216,14 @@ def compute_metrics(fake_images: Tensor | Dataset, real: str | Dataset | Tensor,
     if bad or not metrics:
         raise ValueError(f"unknown metrics {bad or metrics}; valid choices: {', '.join(METRICS)}")
     flags = {_FLAGS[m] for m in metrics}
-    fake_shape = _image_shape(fake_images)
-    name = resolve_extractor(extractor, real, fake_shape)
-    cache_key = None
-    if isinstance(real, str):
-        dname, split = _parse_real(real)
-        real_ds = build_dataset(dname, split)
-        cache_key = f"{dname}-{split}-n{len(real_ds)}"
-    else:
-        real_ds = real
-        cache_key = real_cache_name
-    real_shape = _image_shape(real_ds)
-    if tuple(real_shape) != tuple(fake_shape):
-        raise ValueError(f"fake images {tuple(fake_shape)} and real images {tuple(real_shape)} differ")
-    kwargs: dict = {}
-    channels = None
-    if name == INCEPTION:
-        kwargs["feature_extractor_weights_path"] = str(inception_weights_path(inception_weights))
-        channels = 3
-    if cache_key is not None:
-        sha = extractor_checksum(name) if name != INCEPTION else "6726825d"
-        kwargs["input2_cache_name"] = f"ablate-{cache_key}-{name}-{sha}"
-    n1, n2 = len(fake_images), len(real_ds)
+    name, real_u8, channels, kwargs = fidelity_setup(real, extractor, _image_shape(fake_images), cache_dir,
+                                                     real_cache_name, inception_weights)
+    n1, n2 = len(fake_images), len(real_u8)
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     out = torch_fidelity.calculate_metrics(
-        input1=_Uint8Images(fake_images, channels), input2=_Uint8Images(real_ds, channels),
+        input1=_Uint8Images(fake_images, channels), input2=real_u8,
         feature_extractor=name, fid="fid" in flags, kid="kid" in flags, isc="isc" in flags,
         prc="prc" in flags, batch_size=batch_size, cuda=cuda, save_cpu_ram=True, verbose=verbose,
-        cache=cache_key is not None, cache_root=str(cache_dir or default_cache_dir()),
         kid_subset_size=min(kid_subset_size, n1, n2), samples_shuffle=False, **kwargs)
     result = {RESULT_KEYS.get(k, k): float(v) for k, v in out.items()}
     result.update(num_fake=n1, num_real=n2, extractor=name)
