@@ -329,15 +329,8 @@ def plot_fid_vs_gflops(table: pd.DataFrame, path: str | Path, title: str = "") -
         if len(o):
             ax_o.errorbar(o["gflops_ours"], o["ours_mean"], yerr=o["ours_std"].fillna(0), fmt="o-", capsize=3,
                           label=str(name))
-    for ax, who in ((ax_p, "paper (FID-50K, ImageNet 256)"), (ax_o, "ours")):
-        ax.set_xscale("log")
-        ax.set_xlabel("forward GFLOPs per image (GMACs)")
-        ax.set_ylabel("FID")
-        ax.set_title(f"{title} {who}".strip())
-        if ax.has_data():
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, NO_RUN, ha="center", va="center", transform=ax.transAxes)
+    _finish_axes(((ax_p, "paper (FID-50K, ImageNet 256)"), (ax_o, "ours")), "forward GFLOPs per image (GMACs)",
+                 title, logx=True)
     return _save(plt, fig, path)
 
 
@@ -353,7 +346,13 @@ def plot_fid_vs_x(table: pd.DataFrame, x: str, path: str | Path, xlabel: str, ti
         o = g[g["ours_mean"].notna()].sort_values(x)
         if len(o):
             ax_o.errorbar(o[x], o["ours_mean"], yerr=o["ours_std"].fillna(0), fmt="o-", capsize=3, label=str(name))
-    for ax, who in ((ax_p, "paper (published points)"), (ax_o, "ours")):
+    _finish_axes(((ax_p, "paper (published points)"), (ax_o, "ours")), xlabel, title, logx=logx)
+    return _save(plt, fig, path)
+
+
+def _finish_axes(panels, xlabel: str, title: str, logx: bool) -> None:
+    """Labels, titles and legends of the paper / ours panels; an empty panel says there is no run."""
+    for ax, who in panels:
         if logx:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
@@ -363,7 +362,6 @@ def plot_fid_vs_x(table: pd.DataFrame, x: str, path: str | Path, xlabel: str, ti
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, NO_RUN, ha="center", va="center", transform=ax.transAxes)
-    return _save(plt, fig, path)
 
 
 def plot_fid_over_training(df: pd.DataFrame, path: str | Path, metric: str = "fid", studies=None) -> Path:
