@@ -172,7 +172,7 @@ def train_config(cfg: DictConfig) -> dict[str, Any]:
     tr = OmegaConf.to_container(cfg.trainer, resolve=True)
     # Settings that do not change the trained weights' meaning stay out of the key.
     for k in ("ckpt_every", "log_every", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
-              "compile"):
+              "compile", "fsdp"):
         tr.pop(k, None)
     d["trainer"] = tr
     if d["time"]["name"] == "discrete":
@@ -216,11 +216,7 @@ def build_training(cfg: DictConfig) -> Training:
         ddpm = build_ddpm(num_timesteps=cfg.time.num_timesteps, learn_sigma=m.learn_sigma)
         axis = DiscreteTime(cfg.time.num_timesteps)
 
-        def loss_fn(net, x0, y):
-            t = torch_randint(cfg.time.num_timesteps, x0)
-            return ddpm.training_losses(axis.wrap(net), x0, t, y)["loss"]
-
-        return Training(net=net, loss_fn=loss_fn, predict_fn=lambda n: axis.wrap(n), ddpm=ddpm)
+        return Training(net=net, loss_fn=DiscreteLoss(ddpm, axis), predict_fn=Predict(axis), ddpm=ddpm)
 
     interpolant = instantiate(cfg.interpolant)
     density_kw = {k: v for k, v in cfg.time_density.items() if k != "name"}
@@ -228,18 +224,57 @@ def build_training(cfg: DictConfig) -> Training:
         interpolant, cfg.prediction.name, cfg.weighting.name, cfg.time_density.name, cfg.get("train_eps"),
         **density_kw,
     )
-    axis = ContinuousTime(cfg.time.network_time)
+    predict_fn = Predict(ContinuousTime(cfg.time.network_time), channels if m.learn_sigma else None)
+    return Training(net=net, loss_fn=ContinuousLoss(objective, predict_fn), predict_fn=predict_fn)
 
-    def predict_fn(net):
-        f = axis.wrap(net)
-        if m.learn_sigma:
-            return lambda x, t, y=None: f(x, t, y)[:, :channels]
-        return f
 
-    def loss_fn(net, x0, y):
-        return objective.loss(predict_fn(net), x0, y)["loss"]
+# The injected callables are module-level classes, not closures, so that the LightningModule pickles
+# (``trainer.strategy=ddp_spawn`` sends it to the spawned processes).
 
-    return Training(net=net, loss_fn=loss_fn, predict_fn=predict_fn)
+
+@dataclass
+class Predict:
+    """``net -> f(x, t, y)`` in paper time; ``channels``: keep the first ``channels`` outputs (a learned-sigma
+    head's mean), ``None`` for all."""
+
+    axis: Any
+    channels: int | None = None
+
+    def __call__(self, net):
+        f = self.axis.wrap(net)
+        return f if self.channels is None else _FirstChannels(f, self.channels)
+
+
+@dataclass
+class _FirstChannels:
+    f: Any
+    channels: int
+
+    def __call__(self, x, t, y=None):
+        return self.f(x, t, y)[:, : self.channels]
+
+
+@dataclass
+class ContinuousLoss:
+    """Per-sample training loss of a continuous-time objective (``ablate.transport.loss``)."""
+
+    objective: Any
+    predict: Predict
+
+    def __call__(self, net, x0, y):
+        return self.objective.loss(self.predict(net), x0, y)["loss"]
+
+
+@dataclass
+class DiscreteLoss:
+    """Per-sample DDPM training loss (L_simple + VB when the variance is learned), t uniform on the grid."""
+
+    ddpm: Any
+    axis: Any
+
+    def __call__(self, net, x0, y):
+        t = torch_randint(self.axis.num_timesteps, x0)
+        return self.ddpm.training_losses(self.axis.wrap(net), x0, t, y)["loss"]
 
 
 def build_data(cfg: DictConfig, split: str = "train"):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .metric_names import TRAIN_LOSS, TRAIN_SKIPPED_STEPS
 
-__all__ = ["DiffusionModule", "StepSampler", "NonFiniteLossError", "step_seed"]
+__all__ = ["DiffusionModule", "StepSampler", "StepData", "NonFiniteLossError", "step_seed"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -61,6 +61,27 @@ class StepSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:  # endless; Lightning bounds the run by max_steps
         return 2**62
+
+
+class StepData(L.LightningDataModule):
+    """The training stream: ``global_batch / world`` images per rank per step from :class:`StepSampler`,
+    starting at the trainer's step (a resumed run continues the same order). A module-level class so that
+    it pickles (``ddp_spawn``)."""
+
+    def __init__(self, dataset, global_batch: int, seed: int, num_workers: int = 0):
+        super().__init__()
+        self.dataset, self.global_batch, self.seed, self.num_workers = dataset, global_batch, seed, num_workers
+
+    def train_dataloader(self):
+        trainer = self.trainer
+        start = trainer.global_step
+        print(f"[ablate] data stream starts at step {start}")
+        sampler = StepSampler(len(self.dataset), self.global_batch, self.seed, start_step=start,
+                              rank=trainer.global_rank, world=trainer.world_size)
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.global_batch // trainer.world_size, sampler=sampler,
+            num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0,
+        )
 
 
 class DiffusionModule(L.LightningModule):
