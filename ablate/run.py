@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .build import axes, build_data, build_training, train_config, train_key, validate
+from .build import ConfigError, axes, build_data, build_training, train_config, train_key, validate
 
 __all__ = ["main", "run", "train_or_reuse"]
 
@@ -79,20 +79,31 @@ def _in_loop_eval_cls():
     import lightning as L
 
     class InLoopEval(L.Callback):
-        """Evaluate the EMA weights every ``every`` training steps (rows carry ``step``: FID over training)."""
+        """Evaluate the EMA weights every ``every`` training steps (rows carry ``step``: FID over training).
+
+        With several processes every rank takes part, as in the final evaluation: each samples its share of
+        the images and rank 0 writes the row (a rank-0-only evaluation would wait forever on the feature
+        gathering). Under FSDP the sharded EMA is gathered first, on every rank."""
 
         def __init__(self, cfg, training, every, logger=None):
             self.cfg, self.training, self.every, self.logger = cfg, training, every, logger
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             from .evaluate import evaluate_run
+            from .fsdp import consolidated_state_dicts, is_fsdp
 
             s = trainer.global_step
-            if s % self.every or s >= self.cfg.trainer.steps or not trainer.is_global_zero:
+            if s % self.every or s >= self.cfg.trainer.steps:
                 return
+            training = self.training
+            if is_fsdp(trainer):
+                ema = consolidated_state_dicts(module)[1]
+                # FSDP wrapped the trained network's blocks in place: evaluate on a fresh, unwrapped one.
+                training = self._fresh = getattr(self, "_fresh", None) or build_training(self.cfg)
+            else:
+                ema = module.ema.state_dict()
             info = {"train_key": train_key(self.cfg), "reused": False, "train_steps": s}
-            evaluate_run(self.cfg, self.training, module.ema.state_dict(), info, job_dir=_job_dir(),
-                         logger=self.logger, step=s)
+            evaluate_run(self.cfg, training, ema, info, job_dir=_job_dir(), logger=self.logger, step=s)
 
     return InLoopEval
 
@@ -108,9 +119,10 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
 
     from .checkpointing import AtomicCheckpointIO, atomic_torch_save, file_lock, load_checkpoint
     from .distributed import broadcast_object, init_from_cluster_env
+    from .fsdp import build_strategy, consolidated_state_dicts, is_fsdp
 
     InLoopEval = _in_loop_eval_cls()
-    from .lit import DiffusionModule, StepSampler
+    from .lit import DiffusionModule, StepData
 
     key = train_key(cfg)
     ckpt_dir = Path(cfg.out_dir) / "checkpoints" / key
@@ -144,29 +156,19 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             callbacks.append(InLoopEval(cfg, training, int(cfg.eval.every_n_steps), logger))
         trainer = L.Trainer(
             max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
-            strategy=tr.strategy, precision=tr.precision, logger=logger if logger is not None else False,
+            strategy=build_strategy(tr), precision=tr.precision, logger=logger if logger is not None else False,
             callbacks=[ckpt_cb, *callbacks], plugins=[AtomicCheckpointIO()], log_every_n_steps=tr.log_every,
             gradient_clip_val=tr.grad_clip, enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=str(ckpt_dir), deterministic=False,
             use_distributed_sampler=False,  # StepSampler already gives each rank its share of the global batch
         )
 
-        class _Data(L.LightningDataModule):
-            def train_dataloader(self):
-                start = trainer.global_step
-                print(f"[ablate] data stream starts at step {start}")
-                sampler = StepSampler(len(dataset), tr.batch_size, cfg.seed, start_step=start,
-                                      rank=trainer.global_rank, world=trainer.world_size)
-                return torch.utils.data.DataLoader(
-                    dataset, batch_size=tr.batch_size // trainer.world_size, sampler=sampler,
-                    num_workers=tr.num_workers, drop_last=True, persistent_workers=tr.num_workers > 0,
-                )
-
         resume = cfg.ckpt_path
         if resume is None and (ckpt_dir / "last.ckpt").exists():
             resume = str(ckpt_dir / "last.ckpt")
         t0 = time.time()
-        trainer.fit(module, datamodule=_Data(), ckpt_path=resume)
+        trainer.fit(module, datamodule=StepData(dataset, int(tr.batch_size), int(cfg.seed), int(tr.num_workers)),
+                    ckpt_path=resume)
         wall = time.time() - t0
         # ddp_fork/ddp_spawn train in child processes; the counts come back in callback_metrics (lit.py).
         done = trainer.callback_metrics
@@ -181,9 +183,37 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             "resumed_from": resume,
             "skipped_steps": skipped,
         }
+        fsdp = is_fsdp(trainer)
+        net_state, ema_state = consolidated_state_dicts(module)  # FSDP: gathered on every rank
+        if fsdp:  # FSDP wrapped training.net's blocks in place: evaluate on a fresh, unwrapped network
+            training = build_training(cfg)
+            training.net.load_state_dict(net_state)
         if trainer.is_global_zero:
-            atomic_torch_save({"net": module.net.state_dict(), "ema": module.ema.state_dict(), "info": info}, final)
-        return training, module.ema.state_dict(), {**info, "reused": False, "train_key": key}
+            atomic_torch_save({"net": net_state, "ema": ema_state, "info": info}, final)
+        return training, ema_state, {**info, "reused": False, "train_key": key}
+
+
+def check_launch(cfg: DictConfig, multirun: bool | None = None) -> None:
+    """Refuse ``trainer.strategy=ddp|fsdp`` over several devices inside a local ``-m`` sweep: Lightning would
+    create the other ranks by re-executing the command line, i.e. relaunch the whole sweep in each. Processes
+    created outside Lightning (torchrun, srun: one SLURM job per sweep point) are fine."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    tr = cfg.trainer
+    if str(tr.strategy) not in ("ddp", "fsdp") or not (_is_multirun() if multirun is None else multirun):
+        return
+    if TorchElasticEnvironment.detect() or SLURMEnvironment.detect():
+        return
+    try:
+        n = int(tr.devices) * int(tr.num_nodes)
+    except (TypeError, ValueError):  # "auto", a list of ids: assume several
+        n = 2
+    if n > 1:
+        raise ConfigError(
+            f"trainer.strategy={tr.strategy} with trainer.devices={tr.devices} inside a local -m sweep would "
+            f"relaunch the whole sweep in every rank (Lightning re-executes the command line). Use "
+            f"trainer.strategy=ddp_spawn (or ddp_fork on CPU) for local sweeps, or one job per point on a "
+            f"cluster (hydra/launcher=submitit_slurm_gpu), or torchrun for a single run.")
 
 
 def run(cfg: DictConfig, job_dir: str | Path | None = None) -> dict:
@@ -192,6 +222,7 @@ def run(cfg: DictConfig, job_dir: str | Path | None = None) -> dict:
     from .evaluate import evaluate_run
 
     validate(cfg)
+    check_launch(cfg)
     job_dir = Path(job_dir) if job_dir is not None else _job_dir()
     check_writable(Path(cfg.out_dir))
     check_writable(job_dir)

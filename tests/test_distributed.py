@@ -6,6 +6,8 @@
   the EMA is identical on both ranks;
 - 2 steps on one process resumed to 4 steps on two processes equals 4 steps on one process;
 - sharded generation + feature gathering gives the single-process FID on the same samples;
+- FSDP over two torchrun ranks: the same trajectory, net and EMA sharded alike, full checkpoints that resume
+  on one process and the other way round, the single-process FID from the sharded evaluation;
 - the submitit launcher in local mode runs a two-point sweep (slow).
 """
 
@@ -281,6 +283,40 @@ def test_two_process_ddp_follows_the_one_process_trajectory(compose, tmp_path, o
     _assert_close_states(r0["net"], torch.load(tmp_path / "rec1" / "state_rank0.pt")["net"])
 
 
+@pytest.mark.parametrize("axes", [[], ["time=discrete", "prediction=noise", "interpolant=vp", "sampler=ddpm"]])
+def test_module_and_data_pickle_for_ddp_spawn(compose, axes):
+    import pickle
+
+    from ablate.build import build_data, build_training
+    from ablate.lit import DiffusionModule, StepData
+
+    cfg = compose(FAST + axes)
+    training = build_training(cfg)
+    module = pickle.loads(pickle.dumps(DiffusionModule(training.net, training.loss_fn)))
+    data = StepData(build_data(cfg, "train"), 32, 0)
+    assert len(pickle.loads(pickle.dumps(data)).dataset) == len(data.dataset)
+    torch.manual_seed(0)
+    a = training.loss_fn(training.net, *next(iter(_batches(data.dataset))))
+    torch.manual_seed(0)
+    b = module.loss_fn(module.net, *next(iter(_batches(data.dataset))))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # the unpickled loss is the same function
+
+
+def _batches(dataset, n=4):
+    xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)
+    yield torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys)
+
+
+def test_two_process_ddp_spawn_follows_the_one_process_trajectory(compose, tmp_path, one_thread):
+    ema1, _, loss1 = _train(compose, tmp_path / "one", tmp_path / "rec1", ["trainer.steps=2"])
+    ema2, info2, loss2 = _train(compose, tmp_path / "two", tmp_path / "rec2", [
+        "trainer.steps=2", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn"])
+    assert info2["train_steps"] == 2 and [r["local_batch"] for r in loss2] == [16] * 2
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in loss2]), torch.tensor([r["loss"] for r in loss1]),
+                               rtol=RTOL, atol=0)
+    _assert_close_states(ema2, ema1)
+
+
 def test_resume_on_a_different_number_of_processes_continues_the_trajectory(compose, tmp_path, capfd, one_thread):
     ref, _, _ = _train(compose, tmp_path / "ref", tmp_path / "rec_ref", ["trainer.steps=4"])
     _train(compose, tmp_path / "a", tmp_path / "rec_a", ["trainer.steps=2", "trainer.ckpt_every=1"])
@@ -292,6 +328,127 @@ def test_resume_on_a_different_number_of_processes_continues_the_trajectory(comp
     assert "data stream starts at step 2" in capfd.readouterr().out
     assert info["train_steps"] == 4 and [r["step"] for r in losses] == [3, 4]
     _assert_close_states(ema, ref)
+
+
+def test_in_loop_evaluation_under_ddp_is_sharded_over_the_ranks(compose, tmp_path, monkeypatch, one_thread):
+    """Every rank takes part in the in-loop evaluation (rank 0 alone would wait forever on the gathering)."""
+    from ablate.run import train_or_reuse
+
+    monkeypatch.chdir(tmp_path)  # the in-loop sample grids go to the job directory (here the cwd)
+    cfg = compose(FAST + [f"out_dir={tmp_path}", "trainer=ddp_cpu", "trainer.steps=2", "eval.every_n_steps=1",
+                          "eval.num_samples=21", "eval.batch_size=8"])
+    _, _, info = train_or_reuse(cfg)
+    rows = read_results(tmp_path / "results.jsonl")
+    assert info["train_steps"] == 2 and rows["step"].tolist() == [1] and rows["num_samples"].tolist() == [21]
+    assert (tmp_path / "samples_step0000001.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# FSDP (trainer.strategy=fsdp): two torchrun processes (gloo) against one process
+# ----------------------------------------------------------------------------------------------------
+
+WORKER = Path(__file__).parent / "fsdp_worker.py"
+TORCHRUN = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+
+
+def _fsdp(tmp_path, name, overrides):
+    """tests/fsdp_worker.py under torchrun: FSDP training over two ranks, then the sharded evaluation."""
+    rec = tmp_path / f"rec_{name}"
+    cmd = [*TORCHRUN, str(WORKER), str(tmp_path / name), str(rec), *FAST, "trainer.devices=2", *overrides]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-4000:]
+    losses = [json.loads(line) for line in (rec / "loss_rank0.jsonl").read_text().splitlines()]
+    shards = [json.loads((rec / f"shards_rank{k}.json").read_text()) for k in range(2)]
+    return torch.load(rec / "result.pt", weights_only=False), losses, shards
+
+
+def _last_ckpt(out_dir: Path) -> Path:
+    (last,) = (out_dir / "checkpoints").glob("*/last.ckpt")
+    return last
+
+
+def test_fsdp_shards_net_and_ema_alike_and_follows_the_one_process_trajectory(compose, tmp_path, one_thread):
+    from ablate.evaluate import evaluate_run
+    from ablate.run import train_or_reuse
+
+    ev = ["eval.num_samples=41", "eval.batch_size=8", "trainer.steps=4"]
+    (tmp_path / "rec1").mkdir()
+    cfg = compose(FAST + [f"out_dir={tmp_path / 'one'}", *ev])
+    training, ema1, _ = train_or_reuse(cfg, callbacks=[RecordSteps(tmp_path / "rec1")])
+    loss1 = [json.loads(line) for line in (tmp_path / "rec1" / "loss_rank0.jsonl").read_text().splitlines()]
+    ref_row = evaluate_run(cfg, training, ema1, {"train_steps": 4}, job_dir=tmp_path / "rec1")["rows"][0]
+
+    res, loss2, shards = _fsdp(tmp_path, "fsdp", [*ev, "eval.every_n_steps=2"])
+    assert res["info"]["train_steps"] == 4 and [r["local_batch"] for r in loss2] == [16] * 4
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in loss2]), torch.tensor([r["loss"] for r in loss1]),
+                               rtol=RTOL, atol=0)
+    _assert_close_states(res["ema"], ema1)  # the EMA gathered from the shards = the one-process EMA
+    (final,) = (tmp_path / "fsdp" / "checkpoints").glob("*/final.pt")
+    _assert_close_states(torch.load(final, weights_only=True)["net"], training.net.state_dict())
+    # Really sharded: each rank holds half of the parameters, as flat 1-D slices, and the EMA's slices have
+    # exactly the net's layout (what makes the shard-local EMA update correct).
+    total = sum(p.numel() for p in training.net.parameters())
+    assert [s["strategy"] for s in shards] == ["AblateFSDPStrategy"] * 2
+    assert sum(s["net_numel"] for s in shards) == total and max(s["net_numel"] for s in shards) < 0.6 * total
+    for s in shards:
+        assert s["net_shapes"] == s["ema_shapes"] and all(len(shape) == 1 for shape in s["net_shapes"])
+    # Evaluation on the gathered EMA: in the loop at step 2 (rank 0) and at the end (sharded over the ranks):
+    # one row each, the final one the single-process FID on the same images.
+    rows = read_results(tmp_path / "fsdp" / "results.jsonl")
+    assert rows["step"].tolist() == [2, 4] and len(res["rows"]) == 1
+    assert res["rows"][0]["value"] == pytest.approx(ref_row["value"], rel=1e-4)
+
+
+def test_fsdp_checkpoints_resume_on_one_process_and_one_process_checkpoints_on_fsdp(compose, tmp_path, one_thread):
+    ref, _, _ = _train(compose, tmp_path / "ref", tmp_path / "rec_ref", ["trainer.steps=4"])
+    # FSDP for 2 steps, then one process to step 4.
+    _fsdp(tmp_path, "fsdp2", ["trainer.steps=2", "trainer.ckpt_every=1"])
+    last = _last_ckpt(tmp_path / "fsdp2")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 2
+    # A full checkpoint in the standard layout, with exp_avg and exp_avg_sq distinct (torch's CPU FSDP
+    # aliases them when offloading to the CPU; ablate.fsdp gathers them without offload there).
+    states = ckpt["optimizer_states"][0]["state"]
+    assert all(isinstance(k, int) for k in states)
+    moved = [s for s in states.values() if s["exp_avg_sq"].any()]  # (all-zero states of unused rows are equal)
+    assert moved and not any(torch.equal(s["exp_avg"], s["exp_avg_sq"]) for s in moved)
+    ema, info, losses = _train(compose, tmp_path / "one", tmp_path / "rec_one", ["trainer.steps=4",
+                                                                                  f"ckpt_path={last}"])
+    assert info["train_steps"] == 4 and [r["step"] for r in losses] == [3, 4]
+    _assert_close_states(ema, ref)
+    # One process for 2 steps, then FSDP to step 4.
+    _train(compose, tmp_path / "a", tmp_path / "rec_a", ["trainer.steps=2", "trainer.ckpt_every=1"])
+    res, losses, _ = _fsdp(tmp_path, "fsdp4", ["trainer.steps=4", f"ckpt_path={_last_ckpt(tmp_path / 'a')}"])
+    assert res["info"]["train_steps"] == 4 and [r["step"] for r in losses] == [3, 4]
+    _assert_close_states(res["ema"], ref)
+
+
+def test_ddp_and_fsdp_over_several_devices_are_refused_inside_a_local_sweep(compose, monkeypatch):
+    from ablate.build import ConfigError
+    from ablate.run import check_launch
+
+    for strategy in ("ddp", "fsdp"):
+        cfg = compose(FAST + [f"trainer.strategy={strategy}", "trainer.devices=2"])
+        with pytest.raises(ConfigError, match=f"strategy={strategy}.*relaunch the whole sweep.*ddp_spawn"):
+            check_launch(cfg, multirun=True)
+        check_launch(cfg, multirun=False)  # a single run: Lightning's re-execution is what creates the ranks
+    check_launch(compose(FAST + ["trainer=ddp_cpu"]), multirun=True)  # ddp_fork: no re-execution
+    check_launch(compose(FAST + ["trainer.strategy=ddp", "trainer.devices=1"]), multirun=True)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # ranks created by torchrun (srun alike): fine
+    check_launch(compose(FAST + ["trainer.strategy=ddp", "trainer.devices=2"]), multirun=True)
+
+
+def test_fsdp_options_are_validated():
+    from omegaconf import OmegaConf
+
+    from ablate.fsdp import build_strategy
+
+    tr = OmegaConf.create({"strategy": "fsdp", "fsdp": {"sharding": "ZERO9", "activation_checkpointing": False}})
+    with pytest.raises(ValueError, match="ZERO9.*FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD"):
+        build_strategy(tr)
+    tr.fsdp.sharding = "shard_grad_op"
+    assert type(build_strategy(tr)).__name__ == "AblateFSDPStrategy"
+    assert build_strategy(OmegaConf.create({"strategy": "ddp"})) == "ddp"
 
 
 # ----------------------------------------------------------------------------------------------------
