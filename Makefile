@@ -49,7 +49,8 @@ run: $(STAMP)
 	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(BIN)/python -m ablate.run $(ARGS)
 
 # The GPU fast path (bf16-mixed, TF32, flash SDPA; --compile for torch.compile) on one GPU in under 5 minutes:
-# training-step and sampler throughput, MFU and GPU utilisation -> benchmarks/results/gpu_check.{json,md}.
+# training-step and sampler throughput, MFU and GPU utilisation, plus one real `ablate.run trainer=gpu` run
+# (steps/s, FID) -> benchmarks/results/gpu_check.{json,md}.
 # Exits with status 2 and a clear message when CUDA is absent.
 .PHONY: gpu-check
 gpu-check: $(STAMP)

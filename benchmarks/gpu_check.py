@@ -12,7 +12,10 @@ numbers, else a measured bf16 matmul peak), peak memory and the GPU utilisation 
 (``ablate.metrics.flops``): the papers' "Gflops" are multiply-accumulates, so one forward costs
 2 x model_gflops x 1e9 FLOPs per image, a training step 3 x that (forward + backward), a sample NFE x that.
 
-It also checks that SDPA runs its flash kernel at the DiT attention shape in bf16 (head dim 64). The run stops
+It also checks that SDPA runs its flash kernel at the DiT attention shape in bf16 (head dim 64), and runs the
+real pipeline once (``--pipeline-steps``, default 300): ``python -m ablate.run trainer=gpu`` (Lightning,
+bf16-mixed, TF32, the in-place ``torch.compile`` with ``--compile``) on the embedded digits, training, sampling
+and FID, and reports its steps/s, wall time and FID (a failure there is reported, not fatal). The run stops
 adding work once ``--budget-s`` (default 240 s) is spent. Results: ``benchmarks/results/gpu_check.{json,md}``.
 Without CUDA it exits at once with status 2 and says so.
 
@@ -223,6 +226,27 @@ def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", ba
     return rows
 
 
+def run_pipeline(args, out_dir: Path, trainer: str = "gpu", extra: tuple[str, ...] = ()) -> dict:
+    """``python -m ablate.run trainer=gpu`` for ``args.pipeline_steps`` steps on the embedded default, in a
+    subprocess; its row (FID, walls) or its error."""
+    from ablate.results import read_results
+
+    cmd = [sys.executable, "-m", "ablate.run", f"trainer={trainer}", f"trainer.steps={args.pipeline_steps}",
+           f"trainer.compile={str(args.compile).lower()}", "logger=none", f"out_dir={out_dir}",
+           f"hydra.run.dir={out_dir}/job", "reuse=false", *extra]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.pipeline_timeout_s)
+    wall = time.perf_counter() - t0
+    res = dict(command=" ".join(cmd[1:]), returncode=r.returncode, wall_s=wall)
+    if r.returncode != 0:
+        res["error"] = (r.stderr or r.stdout)[-1500:]
+        return res
+    row = read_results(out_dir / "results.jsonl").iloc[-1]
+    res.update(fid=float(row["value"]), metric=row["metric"], train_wall_s=float(row["train_wall_s"]),
+               sample_wall_s=float(row["sample_wall_s"]), steps_per_s=args.pipeline_steps / float(row["train_wall_s"]))
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=["DiT-B/2", "DiT-XL/2"])
@@ -233,6 +257,9 @@ def main(argv=None) -> int:
     p.add_argument("--sample-iters", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="torch.compile the network (cold start ~1 min)")
     p.add_argument("--budget-s", type=float, default=240.0, help="stop adding presets after this many seconds")
+    p.add_argument("--pipeline-steps", type=int, default=300,
+                   help="training steps of the `ablate.run trainer=gpu` pipeline run (0: skip it)")
+    p.add_argument("--pipeline-timeout-s", type=float, default=150.0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--smoke-cpu", action="store_true",
                    help="run the same code on the CPU with tiny-8 (a test of this script, no GPU figures)")
@@ -242,6 +269,17 @@ def main(argv=None) -> int:
         args.batch, args.warmup, args.iters, args.sample_steps, args.sample_iters = 4, 1, 1, 2, 1
         for r in bench_preset("tiny-8", args, peak_tflops=float("nan"), device="cpu"):
             print(f"  smoke {r['preset']} {r['part']}: {r['images_per_s']:.1f} img/s (CPU, bf16 autocast)")
+        import tempfile
+
+        args.pipeline_steps = 2
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe = run_pipeline(args, Path(tmp), trainer="cpu", extra=(
+                "+model.depth=1", "+model.hidden_size=32", "+model.num_heads=2", "eval.num_samples=20",
+                "eval.batch_size=20", "sampler.steps=2"))
+        if pipe["returncode"] != 0:
+            print(f"  smoke pipeline FAILED: {pipe.get('error')}", file=sys.stderr)
+            return 1
+        print(f"  smoke pipeline: {pipe['metric']} = {pipe['fid']:.1f}, {pipe['steps_per_s']:.1f} steps/s (CPU)")
         return 0
 
     if not torch.cuda.is_available():
@@ -285,10 +323,26 @@ def main(argv=None) -> int:
             print(f"  {r['preset']:9s} {r['part']:32s} b{r['batch']} {r['images_per_s']:9.1f} img/s "
                   f"{r['tflops']:6.1f} TFLOP/s  MFU {100 * r['mfu']:5.1f}%  util {util}  "
                   f"mem {r['peak_mem_gib']:.1f} GiB")
+    pipeline = None
+    if args.pipeline_steps > 0:
+        import tempfile
+
+        print(f"  pipeline: python -m ablate.run trainer=gpu trainer.steps={args.pipeline_steps} (embedded digits)")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                pipeline = run_pipeline(args, Path(tmp))
+            except Exception as e:  # a timeout or an unreadable row: reported, the other figures stand
+                pipeline = dict(returncode=None, error=f"{type(e).__name__}: {e}")
+        if pipeline.get("returncode") == 0:
+            print(f"  pipeline ok: {pipeline['steps_per_s']:.1f} steps/s, {pipeline['metric']} = "
+                  f"{pipeline['fid']:.2f}, wall {pipeline['wall_s']:.0f} s")
+        else:
+            print(f"  pipeline FAILED (rc {pipeline.get('returncode')}): {pipeline.get('error', '')[-600:]}")
     total = time.perf_counter() - start
     print(f"gpu-check done in {total:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(dict(info, wall_s=total, rows=rows), indent=2))
+    report = dict(info, wall_s=total, rows=rows, pipeline=pipeline)
+    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"# gpu-check: {name}, {info['date']}", "",
              f"torch {torch.__version__}, CUDA {torch.version.cuda}; bf16 peak {peak:.0f} TFLOP/s ({peak_src}); "
              f"SDPA: {info['sdpa']}; wall {total:.0f} s.", "",
@@ -298,6 +352,11 @@ def main(argv=None) -> int:
         util = f"{r['gpu_util']:.0f}%" if r["gpu_util"] is not None else "n/a"
         lines.append(f"| {r['preset']} | {r['part']} | {r['compile']} | {r['batch']} | {r['images_per_s']:.1f} | "
                      f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | {util} | {r['peak_mem_gib']:.1f} |")
+    if pipeline is not None:
+        lines += ["", f"Pipeline (`{pipeline.get('command', 'ablate.run trainer=gpu')}`): " + (
+            f"{pipeline['steps_per_s']:.1f} steps/s, {pipeline['metric']} = {pipeline['fid']:.2f}, "
+            f"wall {pipeline['wall_s']:.0f} s." if pipeline.get("returncode") == 0 else
+            f"FAILED: {pipeline.get('error', '')[-300:]}")]
     (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     return 0
 
