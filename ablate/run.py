@@ -26,7 +26,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build import ConfigError, axes, build_data, build_training, train_config, train_key, validate
 
-__all__ = ["main", "run", "train_or_reuse"]
+__all__ = ["main", "run", "train_or_reuse", "job_dirname"]
+
+MAX_DIRNAME = 120  # well under the usual 255-byte limit on one path component
+
+
+def job_dirname(override_dirname: str, max_len: int = MAX_DIRNAME) -> str:
+    """A sweep job's directory name from its overrides (``hydra.sweep.subdir``): ``/`` (paths in values)
+    becomes ``_``, and a name longer than ``max_len`` is cut and suffixed with a hash of the whole, so long
+    override lists neither fail ("File name too long") nor collide."""
+    import hashlib
+
+    name = override_dirname.replace("/", "_")
+    if len(name) <= max_len:
+        return name
+    return f"{name[: max_len - 13]}-{hashlib.sha256(override_dirname.encode()).hexdigest()[:12]}"
+
+
+if not OmegaConf.has_resolver("ablate_dirname"):
+    OmegaConf.register_new_resolver("ablate_dirname", job_dirname)
 
 
 def _job_dir() -> Path:

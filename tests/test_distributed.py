@@ -469,6 +469,61 @@ def test_submitit_local_launcher_runs_a_two_point_sweep(tmp_path):
     assert len(list((tmp_path / "multirun").glob("*/.submitit/*/*_result.pkl"))) == 2
 
 
+FAKE_SLURM = Path(__file__).parent / "fake_slurm"  # sbatch / srun / sacct that run the jobs on this machine
+
+
+def _slurm_sweep(out_dir: Path, overrides, **env):
+    env = dict(os.environ, PATH=f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}",
+               FAKE_SLURM_STATE=str(out_dir / "slurm"), **env)
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "hydra/launcher=submitit_slurm_gpu", f"out_dir={out_dir}",
+           "trainer.steps=2", "trainer.accelerator=cpu", "trainer.strategy=ddp", "hydra.launcher.cpus_per_task=1",
+           "hydra.launcher.setup=['export OMP_NUM_THREADS=1']", *FAST, *overrides]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=os.getcwd())
+    assert r.returncode == 0, r.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (out_dir / "multirun").glob("*/.submitit/*/*_log.*"))
+    return (out_dir / "slurm" / "sbatch.log").read_text().splitlines(), read_results(out_dir / "results.jsonl"), logs
+
+
+def test_job_dirname_keeps_short_names_and_cuts_long_ones_without_collisions():
+    from ablate.run import job_dirname
+
+    assert job_dirname("sampler=ode,trainer.steps=2") == "sampler=ode,trainer.steps=2"
+    assert job_dirname("data.root=/data/x.pt") == "data.root=_data_x.pt"
+    a, b = job_dirname("k=" + "a" * 300), job_dirname("k=" + "a" * 299 + "b")
+    assert len(a) == len(b) == 120 and a != b and a.startswith("k=aaa")
+
+
+def test_submitit_slurm_launcher_one_job_per_point_with_srun_ranks_on_one_and_two_nodes(tmp_path):
+    """The SLURM path without a cluster: tests/fake_slurm's sbatch/srun/sacct run the submitted jobs here with
+    the SLURM_* variables of a real allocation. Checks the sbatch flags (nodes and GPUs from the trainer
+    config, time and partition from the environment), one job per sweep point, DDP over the srun tasks (ranks
+    from SLURM_PROCID, gloo), one row per job, the second job reusing the first one's checkpoint, and the
+    single-process FID."""
+    ref = subprocess.run([sys.executable, "-m", "ablate.run", f"out_dir={tmp_path / 'one'}", "trainer.steps=2",
+                          "sampler=ode", *FAST], capture_output=True, text=True, timeout=900, cwd=os.getcwd())
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    ref_fid = read_results(tmp_path / "one" / "results.jsonl")["value"].iloc[0]
+
+    sbatch, rows, logs = _slurm_sweep(tmp_path / "sweep", ["sampler=ode,sde", "trainer.devices=2"],
+                                      ABLATE_SLURM_PARTITION="debugq", ABLATE_SLURM_TIME_MIN="30")
+    assert len(sbatch) == 1  # one array submission, one array task (= one SLURM job) per sweep point
+    for flag in ("--array=0-1%2", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=2", "--partition=debugq",
+                 "--time=30", "--signal=USR2@300"):
+        assert flag in sbatch[0].split(), (flag, sbatch[0])
+    assert logs.count("global_rank=0(2)") == 2 and logs.count("global_rank=1(2)") == 2  # 2 srun tasks per job
+    assert len(rows) == 2 and (rows["status"] == "ok").all() and set(rows["sampler"]) == {"ode", "sde"}
+    assert rows["train_key"].nunique() == 1 and sorted(rows["reused_checkpoint"].tolist()) == [False, True]
+    assert rows.set_index("sampler").loc["ode", "value"] == pytest.approx(ref_fid, rel=1e-4)
+
+    # Two nodes x one GPU: node ranks from SLURM_NODEID; a long override list still gets a valid job directory.
+    sbatch, rows, logs = _slurm_sweep(tmp_path / "nodes", ["sampler=ode", "trainer.devices=1", "trainer.num_nodes=2",
+                                                          "+trainer.note=" + "x" * 200])
+    assert "--nodes=2" in sbatch[0].split() and "--ntasks-per-node=1" in sbatch[0].split()
+    assert "node=0(2), global_rank=0(2)" in logs and "node=1(2), global_rank=1(2)" in logs
+    assert len(rows) == 1 and rows["value"].iloc[0] == pytest.approx(ref_fid, rel=1e-4)
+    assert all(len(p.name) <= 122 for p in (tmp_path / "nodes" / "multirun").glob("*/*"))
+
+
 # ----------------------------------------------------------------------------------------------------
 # make gpu-check (the GPU path itself is unverified here: this machine has no GPU)
 # ----------------------------------------------------------------------------------------------------
