@@ -135,7 +135,14 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from .checkpointing import AtomicCheckpointIO, atomic_torch_save, file_lock, load_checkpoint
+    from .checkpointing import (
+        AtomicCheckpointIO,
+        TrainingInterrupted,
+        _save_on_signal_cls,
+        atomic_torch_save,
+        file_lock,
+        load_checkpoint,
+    )
     from .distributed import broadcast_object, init_from_cluster_env
     from .fsdp import build_strategy, consolidated_state_dicts, is_fsdp
 
@@ -169,7 +176,8 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
             enable_version_counter=False,
         )
-        callbacks = list(callbacks)
+        save_on_signal = _save_on_signal_cls()(ckpt_dir / "last.ckpt")
+        callbacks = [save_on_signal, *callbacks]
         if int(cfg.eval.every_n_steps) > 0:
             callbacks.append(InLoopEval(cfg, training, int(cfg.eval.every_n_steps), logger))
         trainer = L.Trainer(
@@ -192,6 +200,10 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
         done = trainer.callback_metrics
         steps_done = int(done["ablate/global_step"]) if "ablate/global_step" in done else trainer.global_step
         skipped = int(done["ablate/skipped_steps"]) if "ablate/skipped_steps" in done else module.skipped_steps
+        interrupted = done.get("ablate/interrupted_at", save_on_signal.stopped_at)
+        if interrupted is not None:
+            raise TrainingInterrupted(f"training stopped on a signal at step {int(interrupted)} of {tr.steps}; "
+                                      f"{ckpt_dir / 'last.ckpt'} is saved: rerun the same command to resume")
         if steps_done < tr.steps:
             raise RuntimeError(f"training stopped at step {steps_done} of {tr.steps}")
         info = {
@@ -263,8 +275,12 @@ def _record_failure(cfg: DictConfig, err: BaseException) -> None:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
+    from .checkpointing import TrainingInterrupted
+
     try:
         return run(cfg)
+    except TrainingInterrupted:
+        raise  # the job is being stopped (preemption, time limit): not a failed row, the rerun resumes
     except Exception as e:
         from .distributed import is_global_zero
 
