@@ -416,9 +416,11 @@ def test_fsdp_checkpoints_resume_on_one_process_and_one_process_checkpoints_on_f
                                                                                   f"ckpt_path={last}"])
     assert info["train_steps"] == 4 and [r["step"] for r in losses] == [3, 4]
     _assert_close_states(ema, ref)
-    # One process for 2 steps, then FSDP to step 4.
+    # One process for 2 steps, then FSDP to step 4 (ZeRO-2 and activation checkpointing: the same trajectory).
     _train(compose, tmp_path / "a", tmp_path / "rec_a", ["trainer.steps=2", "trainer.ckpt_every=1"])
-    res, losses, _ = _fsdp(tmp_path, "fsdp4", ["trainer.steps=4", f"ckpt_path={_last_ckpt(tmp_path / 'a')}"])
+    res, losses, _ = _fsdp(tmp_path, "fsdp4", ["trainer.steps=4", f"ckpt_path={_last_ckpt(tmp_path / 'a')}",
+                                               "trainer.fsdp.sharding=SHARD_GRAD_OP",
+                                               "trainer.fsdp.activation_checkpointing=true"])
     assert res["info"]["train_steps"] == 4 and [r["step"] for r in losses] == [3, 4]
     _assert_close_states(res["ema"], ref)
 
