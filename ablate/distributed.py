@@ -47,7 +47,16 @@ def rank_world() -> tuple[int, int]:
 
 
 def is_global_zero() -> bool:
-    return rank_world()[0] == 0
+    """Rank 0 of the process group; before a group exists, rank 0 of the processes torchrun or srun created
+    (``RANK``, ``SLURM_PROCID``), so that a job failing early still reports once, not once per process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    import os
+
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var]) == 0
+    return True
 
 
 def shard_range(n: int, rank: int, world: int) -> range:

@@ -599,3 +599,15 @@ def test_trainer_compile_trains_the_same_weights_on_two_processes(compose, tmp_p
     assert ema.keys() == ref.keys()  # no `_orig_mod.` prefixes: checkpoints stay interchangeable
     for k in ref:
         torch.testing.assert_close(ema[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_is_global_zero_reads_the_launcher_rank_before_a_process_group_exists(monkeypatch):
+    from ablate.distributed import is_global_zero
+
+    for var in ("RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(var, raising=False)
+    assert is_global_zero()
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert not is_global_zero()  # an srun task other than 0: a config error is reported by task 0 only
+    monkeypatch.setenv("RANK", "0")
+    assert is_global_zero()  # torchrun's RANK first
