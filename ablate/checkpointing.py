@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save", "load_checkpoint", "CheckpointError", "file_lock",
-           "TrainingInterrupted"]
+           "TrainingInterrupted", "SaveOnSignal"]
 
 
 class CheckpointError(RuntimeError):
@@ -86,70 +88,63 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped on a signal after saving ``last.ckpt``; rerunning the same command resumes it."""
 
 
-def _save_on_signal_cls():
-    import signal
+class SaveOnSignal(Callback):
+    """Save ``last.ckpt`` at the end of the current step when the job is told it will be stopped, then stop.
 
-    from lightning.pytorch.callbacks import Callback
+    Clusters warn before they kill: submitit's ``--signal=USR2@300`` five minutes before the time limit,
+    SLURM's SIGTERM on preemption or at the limit (``KillWait`` seconds before SIGKILL). Without this, a
+    requeued job resumes from the last periodic checkpoint (``trainer.ckpt_every`` steps back). The handler
+    only sets a flag; at the next step end the ranks agree (any rank signalled -> all save, one collective
+    ``trainer.save_checkpoint``), training stops, and the handler that was installed before (submitit's
+    requeue) is then called on the ranks that got the signal; the run ends with :class:`TrainingInterrupted`
+    (a non-zero exit, no result row). ``stopped_at``: the step saved, or ``None``.
+    """
 
-    class SaveOnSignal(Callback):
-        """Save ``last.ckpt`` at the end of the current step when the job is told it will be stopped, then stop.
+    SIGNALS = ("SIGUSR2", "SIGTERM")
 
-        Clusters warn before they kill: submitit's ``--signal=USR2@300`` five minutes before the time limit,
-        SLURM's SIGTERM on preemption or at the limit (``KillWait`` seconds before SIGKILL). Without this, a
-        requeued job resumes from the last periodic checkpoint (``trainer.ckpt_every`` steps back). The handler
-        only sets a flag; at the next step end the ranks agree (any rank signalled -> all save, one collective
-        ``trainer.save_checkpoint``), training stops, and the handler that was installed before (submitit's
-        requeue) is then called on the ranks that got the signal; the run ends with :class:`TrainingInterrupted`
-        (a non-zero exit, no result row). ``stopped_at``: the step saved, or ``None``.
-        """
+    def __init__(self, path):
+        self.path, self.received, self.stopped_at, self._previous = Path(path), None, None, {}
 
-        SIGNALS = ("SIGUSR2", "SIGTERM")
+    def _handler(self, signum, frame):
+        if self.received is None:
+            self.received = signum
+            print(f"[ablate] received {signal.Signals(signum).name}: saving {self.path.name} at the end of "
+                  f"this step", flush=True)
 
-        def __init__(self, path):
-            self.path, self.received, self.stopped_at, self._previous = Path(path), None, None, {}
+    def on_train_start(self, trainer, pl_module):
+        import threading
 
-        def _handler(self, signum, frame):
-            if self.received is None:
-                self.received = signum
-                print(f"[ablate] received {signal.Signals(signum).name}: saving {self.path.name} at the end of "
-                      f"this step", flush=True)
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.signal(sig, self._handler)
 
-        def on_train_start(self, trainer, pl_module):
-            import threading
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        stop = self.received is not None
+        if trainer.world_size > 1:  # any rank signalled -> every rank saves (a collective) and stops
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop or self.stopped_at is not None:
+            return
+        trainer.save_checkpoint(self.path)
+        self.stopped_at = trainer.global_step
+        trainer.should_stop = True
+        print(f"[ablate] saved {self.path} at step {self.stopped_at}; rerun the same command to resume",
+              flush=True)
+        prev = self._previous.get(self.received) if self.received is not None else None
+        self._restore()
+        # e.g. submitit's requeue (rank 0 requeues and exits). Not Lightning's own SIGTERM handler: it would
+        # end the fit with SystemExit(0), a stopped job that looks successful; stopping is done above.
+        if callable(prev) and not type(prev).__module__.startswith("lightning"):
+            prev(self.received, None)
 
-            if threading.current_thread() is not threading.main_thread():
-                return  # signal handlers can only be set from the main thread
-            for name in self.SIGNALS:
-                sig = getattr(signal, name)
-                self._previous[sig] = signal.signal(sig, self._handler)
+    def _restore(self):
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._previous = {}
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            stop = self.received is not None
-            if trainer.world_size > 1:  # any rank signalled -> every rank saves (a collective) and stops
-                stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-            if not stop or self.stopped_at is not None:
-                return
-            trainer.save_checkpoint(self.path)
-            self.stopped_at = trainer.global_step
-            trainer.should_stop = True
-            print(f"[ablate] saved {self.path} at step {self.stopped_at}; rerun the same command to resume",
-                  flush=True)
-            prev = self._previous.get(self.received) if self.received is not None else None
+    def on_train_end(self, trainer, pl_module):
+        if self.stopped_at is not None:  # ddp_fork/spawn: the main process learns it through the metrics
+            trainer.callback_metrics["ablate/interrupted_at"] = torch.tensor(float(self.stopped_at))
+        if self._previous:
             self._restore()
-            # e.g. submitit's requeue (rank 0 requeues and exits). Not Lightning's own SIGTERM handler: it would
-            # end the fit with SystemExit(0), a stopped job that looks successful; stopping is done above.
-            if callable(prev) and not type(prev).__module__.startswith("lightning"):
-                prev(self.received, None)
-
-        def _restore(self):
-            for sig, prev in self._previous.items():
-                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-            self._previous = {}
-
-        def on_train_end(self, trainer, pl_module):
-            if self.stopped_at is not None:  # ddp_fork/spawn: the main process learns it through the metrics
-                trainer.callback_metrics["ablate/interrupted_at"] = torch.tensor(float(self.stopped_at))
-            if self._previous:
-                self._restore()
-
-    return SaveOnSignal

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .metric_names import TRAIN_LOSS, TRAIN_SKIPPED_STEPS
 
-__all__ = ["DiffusionModule", "StepSampler", "StepData", "NonFiniteLossError", "step_seed"]
+__all__ = ["DiffusionModule", "StepSampler", "StepData", "InLoopEval", "NonFiniteLossError", "step_seed"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -164,6 +164,39 @@ class DiffusionModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         self.skipped_steps = checkpoint.get("ablate", {}).get("skipped_steps", 0)
+
+
+class InLoopEval(L.Callback):
+    """Evaluate the EMA weights every ``every`` training steps (rows carry ``step``: FID over training).
+
+    With several processes every rank takes part, as in the final evaluation: each samples its share of
+    the images and rank 0 writes the row (a rank-0-only evaluation would wait forever on the feature
+    gathering). Under FSDP the sharded EMA is gathered first, on every rank. A module-level class so that
+    it pickles (``ddp_spawn``)."""
+
+    def __init__(self, cfg, training, every: int, logger=None, job_dir=None):
+        self.cfg, self.training, self.every, self.logger, self.job_dir = cfg, training, every, logger, job_dir
+        self._fresh = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        from pathlib import Path
+
+        from .build import build_training, train_key
+        from .evaluate import evaluate_run
+        from .fsdp import consolidated_state_dicts, is_fsdp
+
+        s = trainer.global_step
+        if s % self.every or s >= self.cfg.trainer.steps:
+            return
+        training = self.training
+        if is_fsdp(trainer):
+            ema = consolidated_state_dicts(module)[1]
+            # FSDP wrapped the trained network's blocks in place: evaluate on a fresh, unwrapped one.
+            training = self._fresh = self._fresh or build_training(self.cfg)
+        else:
+            ema = module.ema.state_dict()
+        info = {"train_key": train_key(self.cfg), "reused": False, "train_steps": s}
+        evaluate_run(self.cfg, training, ema, info, job_dir=Path(self.job_dir or "."), logger=self.logger, step=s)
 
 
 def count_images(step: int, batch_size: int) -> int:

@@ -93,39 +93,6 @@ def _make_logger(cfg: DictConfig, job_dir: Path, name: str):
     )
 
 
-def _in_loop_eval_cls():
-    import lightning as L
-
-    class InLoopEval(L.Callback):
-        """Evaluate the EMA weights every ``every`` training steps (rows carry ``step``: FID over training).
-
-        With several processes every rank takes part, as in the final evaluation: each samples its share of
-        the images and rank 0 writes the row (a rank-0-only evaluation would wait forever on the feature
-        gathering). Under FSDP the sharded EMA is gathered first, on every rank."""
-
-        def __init__(self, cfg, training, every, logger=None):
-            self.cfg, self.training, self.every, self.logger = cfg, training, every, logger
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            from .evaluate import evaluate_run
-            from .fsdp import consolidated_state_dicts, is_fsdp
-
-            s = trainer.global_step
-            if s % self.every or s >= self.cfg.trainer.steps:
-                return
-            training = self.training
-            if is_fsdp(trainer):
-                ema = consolidated_state_dicts(module)[1]
-                # FSDP wrapped the trained network's blocks in place: evaluate on a fresh, unwrapped one.
-                training = self._fresh = getattr(self, "_fresh", None) or build_training(self.cfg)
-            else:
-                ema = module.ema.state_dict()
-            info = {"train_key": train_key(self.cfg), "reused": False, "train_steps": s}
-            evaluate_run(self.cfg, training, ema, info, job_dir=_job_dir(), logger=self.logger, step=s)
-
-    return InLoopEval
-
-
 def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
     """Return (training, ema state dict, info) for the config's training key, training only if needed.
 
@@ -137,17 +104,15 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
 
     from .checkpointing import (
         AtomicCheckpointIO,
+        SaveOnSignal,
         TrainingInterrupted,
-        _save_on_signal_cls,
         atomic_torch_save,
         file_lock,
         load_checkpoint,
     )
     from .distributed import broadcast_object, init_from_cluster_env
     from .fsdp import build_strategy, consolidated_state_dicts, is_fsdp
-
-    InLoopEval = _in_loop_eval_cls()
-    from .lit import DiffusionModule, StepData
+    from .lit import DiffusionModule, InLoopEval, StepData
 
     key = train_key(cfg)
     ckpt_dir = Path(cfg.out_dir) / "checkpoints" / key
@@ -176,10 +141,10 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
             enable_version_counter=False,
         )
-        save_on_signal = _save_on_signal_cls()(ckpt_dir / "last.ckpt")
+        save_on_signal = SaveOnSignal(ckpt_dir / "last.ckpt")
         callbacks = [save_on_signal, *callbacks]
         if int(cfg.eval.every_n_steps) > 0:
-            callbacks.append(InLoopEval(cfg, training, int(cfg.eval.every_n_steps), logger))
+            callbacks.append(InLoopEval(cfg, training, int(cfg.eval.every_n_steps), logger, _job_dir()))
         trainer = L.Trainer(
             max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
             strategy=build_strategy(tr), precision=tr.precision, logger=logger if logger is not None else False,

@@ -475,8 +475,12 @@ FAKE_SLURM = Path(__file__).parent / "fake_slurm"  # sbatch / srun / sacct that 
 
 
 def _slurm_sweep(out_dir: Path, overrides, **env):
-    env = dict(os.environ, PATH=f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}",
-               FAKE_SLURM_STATE=str(out_dir / "slurm"), **env)
+    # No rendezvous variables from this process (in-process DDP tests set MASTER_PORT): like a fresh login
+    # shell, each job then takes its port from its SLURM job id (concurrent jobs must not share one).
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK")}
+    env = dict(clean, PATH=f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", FAKE_SLURM_STATE=str(out_dir / "slurm"),
+               **env)
     cmd = [sys.executable, "-m", "ablate.run", "-m", "hydra/launcher=submitit_slurm_gpu", f"out_dir={out_dir}",
            "trainer.steps=2", "trainer.accelerator=cpu", "trainer.strategy=ddp", "hydra.launcher.cpus_per_task=1",
            "hydra.launcher.setup=['export OMP_NUM_THREADS=1']", *FAST, *overrides]
