@@ -615,3 +615,13 @@ def test_is_global_zero_reads_the_launcher_rank_before_a_process_group_exists(mo
     assert not is_global_zero()  # an srun task other than 0: a config error is reported by task 0 only
     monkeypatch.setenv("RANK", "0")
     assert is_global_zero()  # torchrun's RANK first
+
+
+def test_fsdp_config_errors_are_caught_before_any_work(compose):
+    from ablate.build import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="trainer.fsdp.sharding='ZERO9'.*FULL_SHARD"):
+        validate(compose(FAST + ["trainer.strategy=fsdp", "trainer.fsdp.sharding=zero9"]))
+    with pytest.raises(ConfigError, match="trainer.compile=true with trainer.strategy=fsdp"):
+        validate(compose(FAST + ["trainer.strategy=fsdp", "trainer.compile=true"]))
+    validate(compose(FAST + ["trainer.strategy=fsdp", "trainer.fsdp.sharding=hybrid_shard"]))
