@@ -176,27 +176,21 @@ class InLoopEval(L.Callback):
 
     def __init__(self, cfg, training, every: int, logger=None, job_dir=None):
         self.cfg, self.training, self.every, self.logger, self.job_dir = cfg, training, every, logger, job_dir
-        self._fresh = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         from pathlib import Path
 
-        from .build import build_training, train_key
+        from .build import train_key
         from .evaluate import evaluate_run
-        from .fsdp import consolidated_state_dicts, is_fsdp
+        from .fsdp import consolidated_state_dicts
 
         s = trainer.global_step
         if s % self.every or s >= self.cfg.trainer.steps:
             return
-        training = self.training
-        if is_fsdp(trainer):
-            ema = consolidated_state_dicts(module)[1]
-            # FSDP wrapped the trained network's blocks in place: evaluate on a fresh, unwrapped one.
-            training = self._fresh = self._fresh or build_training(self.cfg)
-        else:
-            ema = module.ema.state_dict()
+        ema = consolidated_state_dicts(module)[1]  # FSDP: gathered on every rank (training.net is a plain copy)
         info = {"train_key": train_key(self.cfg), "reused": False, "train_steps": s}
-        evaluate_run(self.cfg, training, ema, info, job_dir=Path(self.job_dir or "."), logger=self.logger, step=s)
+        evaluate_run(self.cfg, self.training, ema, info, job_dir=Path(self.job_dir or "."), logger=self.logger,
+                     step=s)
 
 
 def count_images(step: int, batch_size: int) -> int:

@@ -14,6 +14,7 @@ A failing job in a sweep records its error in the results store and lets the oth
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -111,7 +112,7 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
         load_checkpoint,
     )
     from .distributed import broadcast_object, init_from_cluster_env
-    from .fsdp import build_strategy, consolidated_state_dicts, is_fsdp
+    from .fsdp import build_strategy, consolidated_state_dicts
     from .lit import DiffusionModule, InLoopEval, StepData
 
     key = train_key(cfg)
@@ -128,8 +129,11 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             return training, state["ema"], info
         (ckpt_dir / "train_config.json").write_text(json.dumps(train_config(cfg), indent=2, default=str))
         tr = cfg.trainer
+        # FSDP wraps the trained network's blocks in place: it trains a copy, and training.net stays a plain
+        # module for evaluation (in-loop and final, with the gathered weights loaded into copies of it).
+        net = copy.deepcopy(training.net) if str(tr.strategy) == "fsdp" else training.net
         module = DiffusionModule(
-            training.net, training.loss_fn, lr=tr.lr, weight_decay=tr.weight_decay, ema_decay=tr.ema_decay,
+            net, training.loss_fn, lr=tr.lr, weight_decay=tr.weight_decay, ema_decay=tr.ema_decay,
             seed=cfg.seed, nan_policy=tr.nan_policy, conditional=cfg.data.num_classes > 0,
         )
         if tr.compile:  # torch.compile the forward in place: parameter names (checkpoints) do not change
@@ -178,10 +182,8 @@ def train_or_reuse(cfg: DictConfig, logger=None, callbacks=()):
             "resumed_from": resume,
             "skipped_steps": skipped,
         }
-        fsdp = is_fsdp(trainer)
         net_state, ema_state = consolidated_state_dicts(module)  # FSDP: gathered on every rank
-        if fsdp:  # FSDP wrapped training.net's blocks in place: evaluate on a fresh, unwrapped network
-            training = build_training(cfg)
+        if module.net is not training.net:  # FSDP trained a copy
             training.net.load_state_dict(net_state)
         if trainer.is_global_zero:
             atomic_torch_save({"net": net_state, "ema": ema_state, "info": info}, final)
