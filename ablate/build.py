@@ -111,10 +111,12 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= tr.ema_decay < 1.0, f"trainer.ema_decay must be in [0, 1), got {tr.ema_decay}")
     _check(tr.nan_policy in NAN_POLICIES, f"trainer.nan_policy={tr.nan_policy!r}; valid: {list(NAN_POLICIES)}")
     if str(tr.get("strategy")) == "fsdp":
-        from .fsdp import FSDP_SHARDING
+        from .fsdp import sharding_of
 
-        sharding = str((tr.get("fsdp") or {}).get("sharding", "FULL_SHARD")).upper()
-        _check(sharding in FSDP_SHARDING, f"trainer.fsdp.sharding={sharding!r}; valid: {list(FSDP_SHARDING)}")
+        try:
+            sharding_of(tr)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         _check(not tr.get("compile", False), "trainer.compile=true with trainer.strategy=fsdp is not supported "
                "(torch.compile of FSDP1-wrapped blocks); valid: compile with ddp, or fsdp without compile")
     if isinstance(tr.devices, int):

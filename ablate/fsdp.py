@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FSDP_SHARDING", "build_strategy", "is_fsdp", "consolidated_state_dicts"]
+__all__ = ["FSDP_SHARDING", "sharding_of", "build_strategy", "is_fsdp", "consolidated_state_dicts"]
 
 FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
 
@@ -82,6 +82,14 @@ def _fsdp_cls():
     return AblateFSDPStrategy
 
 
+def sharding_of(tr) -> str:
+    """``trainer.fsdp.sharding`` upper-cased, or a ValueError naming the valid choices."""
+    sharding = str((tr.get("fsdp") or {}).get("sharding", "FULL_SHARD")).upper()
+    if sharding not in FSDP_SHARDING:
+        raise ValueError(f"trainer.fsdp.sharding={sharding!r} is not one of {', '.join(FSDP_SHARDING)}")
+    return sharding
+
+
 def build_strategy(tr) -> Any:
     """``trainer.strategy`` (+ ``trainer.fsdp``) -> what ``lightning.Trainer(strategy=...)`` takes: ``fsdp`` is
     built here, any other name goes to Lightning unchanged (which names its valid choices)."""
@@ -91,9 +99,7 @@ def build_strategy(tr) -> Any:
     from .models.dit import DiT, DiTBlock
 
     opts = tr.get("fsdp") or {}
-    sharding = str(opts.get("sharding", "FULL_SHARD")).upper()
-    if sharding not in FSDP_SHARDING:
-        raise ValueError(f"trainer.fsdp.sharding={sharding!r} is not one of {', '.join(FSDP_SHARDING)}")
+    sharding = sharding_of(tr)
     return _fsdp_cls()(
         auto_wrap_policy={DiTBlock, DiT},  # each block, and net / ema as wholes: identical layouts (see above)
         activation_checkpointing_policy={DiTBlock} if opts.get("activation_checkpointing", False) else None,
