@@ -302,11 +302,14 @@ def run_study(name: str, scale: str = "cpu", seeds=(0,), rows=None, extra=(), re
 
 
 def _run_in_process(cfg, job_dir: Path) -> str:
+    from .checkpointing import TrainingInterrupted
     from .run import _record_failure, finish_wandb, run
 
     try:
         run(cfg, job_dir=job_dir)
         return "ok"
+    except TrainingInterrupted:
+        raise  # the process is being stopped (SIGTERM/SIGUSR2): stop the study; rerunning it resumes the row
     except Exception as e:  # one failing row must not stop the study: record it and go on
         _record_failure(cfg, e)
         return f"failed ({type(e).__name__}: {e})"

@@ -188,3 +188,22 @@ def test_a_row_runs_in_process_tags_its_rows_and_resumes(tmp_path):
     assert (r["interpolant"], r["prediction"], r["sampler"], r["solver"]) == ("linear", "velocity", "ode", "heun")
     (again,) = run_study("sit_walk", "cpu", **kw)  # already recorded: skipped, nothing appended
     assert again["status"] == "done before" and len(read_results(res)) == 1
+
+
+def test_a_stop_signal_stops_the_study_without_a_failed_row(tmp_path, monkeypatch):
+    """SIGTERM/SIGUSR2 during a row (TrainingInterrupted, last.ckpt saved) ends the study, unlike a failing row."""
+    import ablate.run
+    from ablate.checkpointing import TrainingInterrupted
+
+    calls = []
+
+    def interrupted(cfg, job_dir=None):
+        calls.append(cfg.row)
+        raise TrainingInterrupted("training stopped on a signal at step 3 of 600")
+
+    monkeypatch.setattr(ablate.run, "run", interrupted)
+    res = tmp_path / "results.jsonl"
+    with pytest.raises(TrainingInterrupted):
+        run_study("sit_walk", "cpu", rows=["4a", "4b"], extra=FAST + [f"out_dir={tmp_path}"], results=str(res),
+                  echo=lambda s: None)
+    assert calls == ["4a"] and not res.exists()  # the next row did not start; no failure recorded
