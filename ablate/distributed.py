@@ -49,8 +49,9 @@ def rank_world() -> tuple[int, int]:
 def is_global_zero() -> bool:
     """Rank 0 of the process group; before a group exists, rank 0 of the processes torchrun or srun created
     (``RANK``, ``SLURM_PROCID``), so that a job failing early still reports once, not once per process."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
+    rank, world = rank_world()
+    if world > 1:
+        return rank == 0
     import os
 
     for var in ("RANK", "SLURM_PROCID"):

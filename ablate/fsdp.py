@@ -47,10 +47,9 @@ def _fsdp_cls():
 
             if self.root_device.type == "cpu" and not any(
                     isinstance(m, FullyShardedDataParallel) for m in model.modules()):
-                kwargs = dict(self.kwargs)
                 model = FullyShardedDataParallel(
                     module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
-                    sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **kwargs)
+                    sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **self.kwargs)
                 self.kwargs.pop("auto_wrap_policy", None)  # applied above; Lightning would warn it is ignored
             return super()._setup_model(model)
 
