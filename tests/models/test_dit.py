@@ -257,24 +257,29 @@ def test_learn_sigma_and_return_sigma():
 
 
 def test_forward_with_cfg_matches_the_guidance_formula():
-    m = _small(in_channels=4, learn_sigma=True).eval()
+    # float64: the guided batch [cond; null] of 4 and the two batches of 2 it is compared with run different
+    # matmul blockings, and s = 4 amplifies their float32 rounding (1 + 2s = 9 times ~1e-6) past any tolerance
+    # that would still catch a wrong formula. In float64 the same rounding is ~1e-15.
+    m = _small(in_channels=4, learn_sigma=True).double().eval()
     _randomise(m)
-    xh = torch.randn(2, 4, 8, 8)
-    x = torch.cat([xh, torch.randn(2, 4, 8, 8)])  # second half is ignored (replaced by the first)
+    g = torch.Generator().manual_seed(0)
+    xh = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    x = torch.cat([xh, torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)])  # second half is replaced
     t = torch.tensor([10, 20, 10, 20])
     y = torch.tensor([1, 3, 5, 5])  # [cond; null]
     s = 4.0
     cond, uncond = m(xh, t[:2], y[:2]), m(xh, t[2:], y[2:])
     out = m.forward_with_cfg(x, t, y, s)
     guided = uncond[:, :4] + s * (cond[:, :4] - uncond[:, :4])
-    torch.testing.assert_close(out[:2, :4], guided, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out[2:, :4], guided, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out[:2, 4:], cond[:, 4:], rtol=1e-5, atol=1e-5)  # variance: unguided
+    tol = dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[:2, :4], guided, **tol)
+    torch.testing.assert_close(out[2:, :4], guided, **tol)
+    torch.testing.assert_close(out[:2, 4:], cond[:, 4:], **tol)  # variance: unguided
     legacy = m.forward_with_cfg(x, t, y, s, guided_channels=3)
-    torch.testing.assert_close(legacy[:2, :3], guided[:, :3], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(legacy[:2, 3:], cond[:, 3:], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(legacy[2:, 3:], uncond[:, 3:], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(m.forward_with_cfg(x, t, y, 1.0)[:2], cond, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(legacy[:2, :3], guided[:, :3], **tol)
+    torch.testing.assert_close(legacy[:2, 3:], cond[:, 3:], **tol)
+    torch.testing.assert_close(legacy[2:, 3:], uncond[:, 3:], **tol)
+    torch.testing.assert_close(m.forward_with_cfg(x, t, y, 1.0)[:2], cond, **tol)
     with pytest.raises(ValueError, match="guided_channels must lie in 1..4"):
         m.forward_with_cfg(x, t, y, s, guided_channels=5)
 
