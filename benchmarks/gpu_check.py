@@ -153,9 +153,10 @@ def timed(fn, warmup: int, iters: int, device: str = "cuda"):
     return dt / iters, util.mean, util.source
 
 
-def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", batch: int | None = None) -> list[dict]:
-    """Time the training step and the sampler of ``preset``; ``device="cpu"`` is the smoke test's path
-    (same code, no GPU figures)."""
+def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", batch: int | None = None,
+                 compile: bool = False) -> list[dict]:
+    """Time the training step and the sampler of ``preset`` (``compile``: both through ``torch.compile``);
+    ``device="cpu"`` is the smoke test's path (same code, no GPU figures)."""
     from ablate.metrics.flops import model_gflops
     from ablate.models import build_model
     from ablate.sampling import build_sampler
@@ -170,7 +171,7 @@ def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", ba
     c = net.in_channels
     objective = build_objective("linear", "velocity")
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0, fused=device == "cuda")
-    fwd = torch.compile(net) if args.compile else net
+    fwd = torch.compile(net) if compile else net
     B = batch or args.batch
     x = torch.randn(B, c, net.input_size, net.input_size, device=device)
     y = torch.randint(0, net.num_classes, (B,), device=device)
@@ -193,14 +194,14 @@ def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", ba
     first = time.perf_counter() - t_compile
     s, util, src = timed(train_step, args.warmup, args.iters, device)
     tflops = 3 * 2 * gmacs * 1e9 * B / s / 1e12
-    rows.append(dict(preset=preset, part="train step", compile=args.compile, batch=B, seconds=s,
+    rows.append(dict(preset=preset, part="train step", compile=compile, batch=B, seconds=s,
                      images_per_s=B / s, tflops=tflops, mfu=tflops / peak_tflops, gpu_util=util, util_source=src,
                      peak_mem_gib=mem.max_memory_allocated() / 2**30 if mem else None, first_call_s=first,
                      model_gmacs=gmacs))
 
     sampler = build_sampler("ode_heun", interpolant=get_interpolant("linear"), prediction="velocity",
                             steps=args.sample_steps)
-    efwd = torch.compile(ema) if args.compile else ema
+    efwd = torch.compile(ema) if compile else ema
 
     def model(xt, t, yy=None):
         with torch.autocast(device, dtype=torch.bfloat16):
@@ -217,7 +218,7 @@ def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", ba
     s, util, src = timed(sample, 1, args.sample_iters, device)
     n = statistics.fmean(nfe)
     tflops = n * 2 * gmacs * 1e9 * B / s / 1e12
-    rows.append(dict(preset=preset, part=f"sampler {sampler.tag}", compile=args.compile, batch=B, seconds=s,
+    rows.append(dict(preset=preset, part=f"sampler {sampler.tag}", compile=compile, batch=B, seconds=s,
                      images_per_s=B / s, tflops=tflops, mfu=tflops / peak_tflops, gpu_util=util, util_source=src,
                      peak_mem_gib=mem.max_memory_allocated() / 2**30 if mem else None, nfe=n,
                      model_gmacs=gmacs))
@@ -226,18 +227,18 @@ def bench_preset(preset: str, args, peak_tflops: float, device: str = "cuda", ba
     return rows
 
 
-def run_pipeline(args, out_dir: Path, trainer: str = "gpu", extra: tuple[str, ...] = ()) -> dict:
+def run_pipeline(args, out_dir: Path, trainer: str = "gpu", extra: tuple[str, ...] = (), compile: bool = False) -> dict:
     """``python -m ablate.run trainer=gpu`` for ``args.pipeline_steps`` steps on the embedded default, in a
     subprocess; its row (FID, walls) or its error."""
     from ablate.results import read_results
 
     cmd = [sys.executable, "-m", "ablate.run", f"trainer={trainer}", f"trainer.steps={args.pipeline_steps}",
-           f"trainer.compile={str(args.compile).lower()}", "logger=none", f"out_dir={out_dir}",
+           f"trainer.compile={str(compile).lower()}", "logger=none", f"out_dir={out_dir}",
            f"hydra.run.dir={out_dir}/job", "reuse=false", *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.pipeline_timeout_s)
     wall = time.perf_counter() - t0
-    res = dict(command=" ".join(cmd[1:]), returncode=r.returncode, wall_s=wall)
+    res = dict(command=" ".join(cmd[1:]), compile=compile, returncode=r.returncode, wall_s=wall)
     if r.returncode != 0:
         res["error"] = (r.stderr or r.stdout)[-1500:]
         return res
@@ -249,17 +250,21 @@ def run_pipeline(args, out_dir: Path, trainer: str = "gpu", extra: tuple[str, ..
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["DiT-B/2", "DiT-XL/2"])
+    p.add_argument("--presets", nargs="+", default=["DiT-B/2", "DiT-XL/2"], help="timed eagerly")
+    p.add_argument("--compile-presets", nargs="*", default=["DiT-B/2"],
+                   help="also timed through torch.compile, after the eager ones (none: skip compile)")
+    p.add_argument("--compile", action="store_true", help="time every preset through torch.compile only")
     p.add_argument("--batch", type=int, default=256, help="images per step (one GPU)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--sample-steps", type=int, default=25, help="Heun steps (2 NFE each, the last one 1)")
     p.add_argument("--sample-iters", type=int, default=2)
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (cold start ~1 min)")
-    p.add_argument("--budget-s", type=float, default=240.0, help="stop adding presets after this many seconds")
+    p.add_argument("--budget-s", type=float, default=240.0, help="stop adding timed parts after this many seconds")
     p.add_argument("--pipeline-steps", type=int, default=300,
-                   help="training steps of the `ablate.run trainer=gpu` pipeline run (0: skip it)")
-    p.add_argument("--pipeline-timeout-s", type=float, default=150.0)
+                   help="training steps of the `ablate.run trainer=gpu` pipeline runs (0: skip them)")
+    p.add_argument("--pipeline-modes", nargs="*", default=["eager", "compile"], choices=["eager", "compile"],
+                   help="the pipeline run eagerly and/or with trainer.compile=true")
+    p.add_argument("--pipeline-timeout-s", type=float, default=180.0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--smoke-cpu", action="store_true",
                    help="run the same code on the CPU with tiny-8 (a test of this script, no GPU figures)")
@@ -301,64 +306,93 @@ def main(argv=None) -> int:
     print(f"gpu-check on {name} (torch {torch.__version__}, CUDA {torch.version.cuda})")
     print(f"  bf16 peak {peak:.0f} TFLOP/s [{peak_src}]; measured 8192^3 bf16 matmul {measured:.0f} TFLOP/s")
     print(f"  SDPA bf16 at DiT shape: {info['sdpa']}")
-    rows = []
-    for preset in args.presets:
+    rows, errors = [], []
+    plan = [(pr, args.compile) for pr in args.presets]
+    if not args.compile:
+        plan += [(pr, True) for pr in args.compile_presets or ()]
+    for preset, compiled in plan:
         if time.perf_counter() - start > args.budget_s:
-            print(f"  budget of {args.budget_s:.0f} s spent: skipping {preset}")
+            print(f"  budget of {args.budget_s:.0f} s spent: skipping {preset} (compile={compiled})")
             continue
         batch = args.batch
-        while True:  # DiT-XL/2 at 256 images per step does not fit 80 GB: halve the batch until it does
-            try:
-                rows += bench_preset(preset, args, peak, batch=batch)
-                break
-            except torch.cuda.OutOfMemoryError:
-                if batch <= 8:
-                    raise
-            gc.collect()  # outside the except block: the traceback no longer holds the failed step's tensors
-            torch.cuda.empty_cache()
-            print(f"  {preset}: out of memory at batch {batch}, retrying at {batch // 2}")
-            batch //= 2
+        try:
+            while True:  # halve the batch until the step fits the GPU's memory
+                try:
+                    rows += bench_preset(preset, args, peak, batch=batch, compile=compiled)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    if batch <= 8:
+                        raise
+                gc.collect()  # outside the except block: the traceback no longer holds the failed step's tensors
+                torch.cuda.empty_cache()
+                print(f"  {preset}: out of memory at batch {batch}, retrying at {batch // 2}")
+                batch //= 2
+        except Exception as e:  # one failing part (e.g. compile) is reported; the other figures stand
+            errors.append(dict(preset=preset, compile=compiled, error=f"{type(e).__name__}: {e}"[:1500]))
+            print(f"  {preset} (compile={compiled}) FAILED: {errors[-1]['error'][:600]}")
+            torch._dynamo.reset() if compiled else None
+            continue
         for r in rows[-2:]:
             util = f"{r['gpu_util']:.0f}% ({r['util_source']})" if r["gpu_util"] is not None else "n/a"
-            print(f"  {r['preset']:9s} {r['part']:32s} b{r['batch']} {r['images_per_s']:9.1f} img/s "
-                  f"{r['tflops']:6.1f} TFLOP/s  MFU {100 * r['mfu']:5.1f}%  util {util}  "
-                  f"mem {r['peak_mem_gib']:.1f} GiB")
-    pipeline = None
-    if args.pipeline_steps > 0:
+            extra = f"  first call {r['first_call_s']:.1f} s" if "first_call_s" in r else ""
+            print(f"  {r['preset']:9s} {r['part']:32s} compile={r['compile']!s:5s} b{r['batch']} "
+                  f"{r['images_per_s']:9.1f} img/s {r['tflops']:6.1f} TFLOP/s  MFU {100 * r['mfu']:5.1f}%  "
+                  f"util {util}  mem {r['peak_mem_gib']:.1f} GiB{extra}")
+    pipelines = []
+    for mode in args.pipeline_modes if args.pipeline_steps > 0 else ():
         import tempfile
 
-        print(f"  pipeline: python -m ablate.run trainer=gpu trainer.steps={args.pipeline_steps} (embedded digits)")
+        print(f"  pipeline: python -m ablate.run trainer=gpu trainer.steps={args.pipeline_steps} "
+              f"trainer.compile={mode == 'compile'} (embedded digits)")
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                pipeline = run_pipeline(args, Path(tmp))
+                pipe = run_pipeline(args, Path(tmp), compile=mode == "compile")
             except Exception as e:  # a timeout or an unreadable row: reported, the other figures stand
-                pipeline = dict(returncode=None, error=f"{type(e).__name__}: {e}")
-        if pipeline.get("returncode") == 0:
-            print(f"  pipeline ok: {pipeline['steps_per_s']:.1f} steps/s, {pipeline['metric']} = "
-                  f"{pipeline['fid']:.2f}, wall {pipeline['wall_s']:.0f} s")
+                pipe = dict(compile=mode == "compile", returncode=None, error=f"{type(e).__name__}: {e}")
+        pipelines.append(pipe)
+        if pipe.get("returncode") == 0:
+            print(f"  pipeline ok: {pipe['steps_per_s']:.1f} steps/s, {pipe['metric']} = "
+                  f"{pipe['fid']:.2f}, wall {pipe['wall_s']:.0f} s")
         else:
-            print(f"  pipeline FAILED (rc {pipeline.get('returncode')}): {pipeline.get('error', '')[-600:]}")
+            print(f"  pipeline FAILED (rc {pipe.get('returncode')}): {pipe.get('error', '')[-600:]}")
     total = time.perf_counter() - start
     print(f"gpu-check done in {total:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = dict(info, wall_s=total, rows=rows, pipeline=pipeline)
+    report = dict(info, wall_s=total, rows=rows, errors=errors, pipelines=pipelines)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-    lines = [f"# gpu-check: {name}, {info['date']}", "",
-             f"torch {torch.__version__}, CUDA {torch.version.cuda}; bf16 peak {peak:.0f} TFLOP/s ({peak_src}); "
-             f"SDPA: {info['sdpa']}; wall {total:.0f} s.", "",
-             "| preset | part | compile | batch | img/s | TFLOP/s | MFU | GPU util | peak mem GiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        util = f"{r['gpu_util']:.0f}%" if r["gpu_util"] is not None else "n/a"
-        lines.append(f"| {r['preset']} | {r['part']} | {r['compile']} | {r['batch']} | {r['images_per_s']:.1f} | "
-                     f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | {util} | {r['peak_mem_gib']:.1f} |")
-    if pipeline is not None:
-        lines += ["", f"Pipeline (`{pipeline.get('command', 'ablate.run trainer=gpu')}`): " + (
-            f"{pipeline['steps_per_s']:.1f} steps/s, {pipeline['metric']} = {pipeline['fid']:.2f}, "
-            f"wall {pipeline['wall_s']:.0f} s." if pipeline.get("returncode") == 0 else
-            f"FAILED: {pipeline.get('error', '')[-300:]}")]
-    (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    (args.out / "gpu_check.md").write_text(report_markdown(report))
     return 0
+
+
+def report_markdown(report: dict) -> str:
+    """``gpu_check.md`` from the JSON report (every figure measured in the one run it describes)."""
+    lines = [f"# gpu-check: {report['gpu']}, {report['date']}", "",
+             f"torch {report['torch']}, CUDA {report['cuda']}, Python {report['python']}; bf16 peak "
+             f"{report['bf16_peak_tflops']:.0f} TFLOP/s ({report['peak_source']}), measured 8192^3 bf16 matmul "
+             f"{report['measured_bf16_matmul_tflops']:.0f} TFLOP/s; SDPA: {report['sdpa']}; wall "
+             f"{report['wall_s']:.0f} s.", "",
+             "MFU is achieved FLOP/s over the dense bf16 peak (FLOPs = 2 x multiply-accumulates; a training step "
+             "is 3 forward passes, a sample NFE forward passes). `vs matmul` is the same FLOP/s over the "
+             "measured matmul rate.", "",
+             "| preset | part | compile | batch | img/s | TFLOP/s | MFU | vs matmul | GPU util | peak mem GiB | "
+             "first call s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        util = f"{r['gpu_util']:.0f}%" if r["gpu_util"] is not None else "n/a"
+        first = f"{r['first_call_s']:.1f}" if r.get("first_call_s") is not None else ""
+        lines.append(f"| {r['preset']} | {r['part']} | {r['compile']} | {r['batch']} | {r['images_per_s']:.1f} | "
+                     f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | "
+                     f"{100 * r['tflops'] / report['measured_bf16_matmul_tflops']:.1f}% | {util} | "
+                     f"{r['peak_mem_gib']:.1f} | {first} |")
+    for e in report.get("errors", []):
+        lines += ["", f"FAILED {e['preset']} (compile={e['compile']}): `{e['error'][:300]}`"]
+    for pipe in report.get("pipelines", []):
+        what = f"`{pipe.get('command', 'ablate.run trainer=gpu')}`"
+        lines += ["", f"Pipeline {what}: " + (
+            f"{pipe['steps_per_s']:.1f} steps/s, {pipe['metric']} = {pipe['fid']:.2f}, train "
+            f"{pipe['train_wall_s']:.1f} s, sampling {pipe['sample_wall_s']:.1f} s, wall {pipe['wall_s']:.0f} s "
+            "(process start included)." if pipe.get("returncode") == 0 else
+            f"FAILED: {pipe.get('error', '')[-300:]}")]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -565,6 +565,24 @@ def test_gpu_check_code_path_runs_on_cpu_and_its_peak_table_matches_names(capsys
     assert gc.bf16_peak_tflops("Some GPU")[0] is None
 
 
+def test_gpu_check_report_renders_every_row_error_and_pipeline():
+    """The Markdown report is written on the GPU machine only: render a report of every kind of entry here."""
+    row = dict(preset="DiT-B/2", part="train step", compile=True, batch=256, images_per_s=1000.0, tflops=400.0,
+               mfu=0.4, gpu_util=99.0, peak_mem_gib=20.0, first_call_s=50.0)
+    report = dict(gpu="NVIDIA H200", date="2026-11-30 00:00 UTC", torch="2.11", cuda="13.0", python="3.12",
+                  bf16_peak_tflops=989.0, peak_source="datasheet (H200)", measured_bf16_matmul_tflops=800.0,
+                  sdpa="flash: ok", wall_s=100.0,
+                  rows=[row, dict(row, part="sampler ode_heun-nfe49-cfg1.0", gpu_util=None, first_call_s=None)],
+                  errors=[dict(preset="DiT-XL/2", compile=True, error="RuntimeError: boom")],
+                  pipelines=[dict(command="-m ablate.run trainer=gpu", returncode=0, steps_per_s=50.0, metric="m",
+                                  fid=1.0, train_wall_s=6.0, sample_wall_s=1.0, wall_s=30.0),
+                             dict(returncode=1, error="Traceback ... ValueError: bad")])
+    md = _gpu_check().report_markdown(report)
+    assert "| DiT-B/2 | train step | True | 256 | 1000.0 | 400.0 | 40.0% | 50.0% | 99% | 20.0 | 50.0 |" in md
+    assert "| n/a |" in md and "FAILED DiT-XL/2 (compile=True): `RuntimeError: boom`" in md
+    assert "50.0 steps/s, m = 1.00" in md and "FAILED: Traceback ... ValueError: bad" in md
+
+
 # ----------------------------------------------------------------------------------------------------
 # Processes created outside Lightning (torchrun here; srun on SLURM takes the same path)
 # ----------------------------------------------------------------------------------------------------
