@@ -49,6 +49,9 @@ BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "
                     "H100 NVL": 835.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
 
 
+MFU_TARGET = 0.40  # the training step's target share of the dense bf16 peak
+
+
 def bf16_peak_tflops(name: str) -> tuple[float | None, str]:
     for key, tf in BF16_PEAK_TFLOPS.items():  # the first (most specific) match wins
         if key in name:
@@ -268,8 +271,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--smoke-cpu", action="store_true",
                    help="run the same code on the CPU with tiny-8 (a test of this script, no GPU figures)")
+    p.add_argument("--render", type=Path, default=None, metavar="FOLDER",
+                   help="only rebuild FOLDER/gpu_check.md from FOLDER/gpu_check.json (+ sweep_results.jsonl)")
     args = p.parse_args(argv)
 
+    if args.render is not None:
+        print(render(args.render))
+        return 0
     if args.smoke_cpu:
         args.batch, args.warmup, args.iters, args.sample_steps, args.sample_iters = 4, 1, 1, 2, 1
         for r in bench_preset("tiny-8", args, peak_tflops=float("nan"), device="cpu"):
@@ -370,7 +378,8 @@ def report_markdown(report: dict) -> str:
              f"torch {report['torch']}, CUDA {report['cuda']}, Python {report['python']}; bf16 peak "
              f"{report['bf16_peak_tflops']:.0f} TFLOP/s ({report['peak_source']}), measured 8192^3 bf16 matmul "
              f"{report['measured_bf16_matmul_tflops']:.0f} TFLOP/s; SDPA: {report['sdpa']}; wall "
-             f"{report['wall_s']:.0f} s.", "",
+             f"{report['wall_s']:.0f} s" + (f"; ablate {report['ablate_commit']}" if report.get("ablate_commit")
+                                            else "") + ".", "",
              "MFU is achieved FLOP/s over the dense bf16 peak (FLOPs = 2 x multiply-accumulates; a training step "
              "is 3 forward passes, a sample NFE forward passes). `vs matmul` is the same FLOP/s over the "
              "measured matmul rate.", "",
@@ -383,16 +392,61 @@ def report_markdown(report: dict) -> str:
                      f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | "
                      f"{100 * r['tflops'] / report['measured_bf16_matmul_tflops']:.1f}% | {util} | "
                      f"{r['peak_mem_gib']:.1f} | {first} |")
+    target = report.get("mfu_target", MFU_TARGET)
+    steps = [r for r in report["rows"] if r["part"] == "train step"]
+    lines += [""] if steps else []
+    for r in steps:
+        verdict = "reached" if r["mfu"] >= target else "not reached"
+        lines.append(f"- {r['preset']} training step, compile={r['compile']}: MFU {100 * r['mfu']:.1f}% against "
+                     f"the {100 * target:.0f}% target: {verdict}.")
     for e in report.get("errors", []):
         lines += ["", f"FAILED {e['preset']} (compile={e['compile']}): `{e['error'][:300]}`"]
     for pipe in report.get("pipelines", []):
-        what = f"`{pipe.get('command', 'ablate.run trainer=gpu')}`"
+        what = f"`{_public_command(pipe.get('command', 'ablate.run trainer=gpu'))}`"
         lines += ["", f"Pipeline {what}: " + (
             f"{pipe['steps_per_s']:.1f} steps/s, {pipe['metric']} = {pipe['fid']:.2f}, train "
             f"{pipe['train_wall_s']:.1f} s, sampling {pipe['sample_wall_s']:.1f} s, wall {pipe['wall_s']:.0f} s "
             "(process start included)." if pipe.get("returncode") == 0 else
             f"FAILED: {pipe.get('error', '')[-300:]}")]
+    if report.get("sweep"):
+        lines += ["", sweep_markdown(report["sweep"])]
     return "\n".join(lines) + "\n"
+
+
+def _public_command(cmd: str) -> str:
+    """A command line without the run's temporary folders (out_dir=..., hydra.run.dir=...)."""
+    return " ".join(w for w in cmd.split() if not w.startswith(("out_dir=", "hydra.run.dir=")))
+
+
+def sweep_markdown(rows: list[dict]) -> str:
+    """The 2 x 2 sweep's rows (``results.jsonl`` of ``-m interpolant=vp,linear sampler=ode,sde trainer=gpu``)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    keys = {r.get("train_key") for r in ok}
+    trained = sorted({r.get("train_key") for r in ok if not r.get("reused_checkpoint")})
+    lines = ["## The 2 x 2 sweep on the GPU", "",
+             "`python -m ablate.run -m interpolant=vp,linear sampler=ode,sde trainer=gpu logger=none` (the CPU "
+             f"default's budget: {ok[0]['train_steps'] if ok else '?'} steps at batch "
+             f"{ok[0]['batch_size'] if ok else '?'}, {ok[0]['num_samples'] if ok else '?'} samples, bf16-mixed): "
+             f"{len(ok)} rows from {len(trained)} trainings ({len(keys)} training keys; the SDE points reuse the "
+             "ODE points' checkpoints).", "",
+             "| interpolant | sampler | FID | NFE | reused checkpoint | train s | sampling s |", "|---|---|---|---|---|---|---|"]
+    for r in ok:
+        train = f"{r['train_wall_s']:.1f}" if r.get("train_wall_s") is not None else ""
+        lines.append(f"| {r['interpolant']} | {r['sampler_tag']} | {r['value']:.3f} | {r['nfe']:g} | "
+                     f"{r['reused_checkpoint']} | {train} | {r['sample_wall_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def render(folder: Path) -> str:
+    """Rebuild ``gpu_check.md`` from the files a GPU session collected in ``folder`` (``gpu_check.json``, and
+    ``sweep_results.jsonl`` when present); returns the Markdown and writes it."""
+    report = json.loads((folder / "gpu_check.json").read_text())
+    sweep = next((f for f in (folder / "sweep_results.jsonl", folder / "gpu_sweep.jsonl") if f.exists()), None)
+    if sweep is not None:
+        report["sweep"] = [json.loads(line) for line in sweep.read_text().splitlines() if line.strip()]
+    md = report_markdown(report)
+    (folder / "gpu_check.md").write_text(md)
+    return md
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@
 #                           and compiled
 #   3. sweep_results.jsonl  python -m ablate.run -m interpolant=vp,linear sampler=ode,sde trainer=gpu
 #      sweep.log            (4 rows from 2 trainings; W&B off: logger=none)
-#   4. session.log          everything printed
+#   4. gpu_check.md         rebuilt with the sweep's table (`gpu_check.py --render OUT_DIR`)
+#   5. session.log          everything printed
 set -uo pipefail
 OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -62,4 +63,5 @@ timeout "${SWEEP_TIMEOUT:-240}" $PY -m ablate.run -m interpolant=vp,linear sampl
 stamp "sweep exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
 cp "$SWEEP_OUT/results.jsonl" "$OUT/sweep_results.jsonl" 2>/dev/null || stamp "no sweep results"
 ls "$SWEEP_OUT/checkpoints" 2>/dev/null | sed 's/^/trained checkpoint: /'
+[ -f "$OUT/gpu_check.json" ] && $PY benchmarks/gpu_check.py --render "$OUT" > /dev/null  # adds the sweep table
 stamp "done"
