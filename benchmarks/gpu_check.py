@@ -429,7 +429,8 @@ def sweep_markdown(rows: list[dict]) -> str:
              f"{ok[0]['batch_size'] if ok else '?'}, {ok[0]['num_samples'] if ok else '?'} samples, bf16-mixed): "
              f"{len(ok)} rows from {len(trained)} trainings ({len(keys)} training keys; the SDE points reuse the "
              "ODE points' checkpoints).", "",
-             "| interpolant | sampler | FID | NFE | reused checkpoint | train s | sampling s |", "|---|---|---|---|---|---|---|"]
+             "| interpolant | sampler | FID | NFE | reused checkpoint | train s (checkpoint's) | sampling s |",
+             "|---|---|---|---|---|---|---|"]
     for r in ok:
         train = f"{r['train_wall_s']:.1f}" if r.get("train_wall_s") is not None else ""
         lines.append(f"| {r['interpolant']} | {r['sampler_tag']} | {r['value']:.3f} | {r['nfe']:g} | "
