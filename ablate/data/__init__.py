@@ -17,6 +17,7 @@ from .embedded import (
 )
 from .image_folder import ImageFolderDataset, center_crop_arr
 from .latents import LATENT_SCALE, LatentDataset, decode_latents, encode_latents, load_vae
+from .specs import DataSpec, EmbeddedData, ImageFolderData, LatentData
 
 
 def prepare_fashion_mnist(root=None, deb=None):
@@ -29,6 +30,10 @@ def prepare_fashion_mnist(root=None, deb=None):
 
 __all__ = [
     "DATASETS",
+    "DataSpec",
+    "EmbeddedData",
+    "ImageFolderData",
+    "LatentData",
     "SPLITS",
     "LATENT_SCALE",
     "DatasetInfo",

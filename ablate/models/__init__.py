@@ -2,7 +2,7 @@
 
 from .checkpoints import CheckpointInfo, SiTPaperTime, infer_config, load_official
 from .dit import DiT, DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder
-from .registry import PRESETS, DiT_models, available_models, build_model, preset_config
+from .registry import PRESETS, DiT_models, ModelSpec, available_models, build_model, preset_config
 
 __all__ = [
     "DiT",
@@ -11,6 +11,7 @@ __all__ = [
     "LabelEmbedder",
     "TimestepEmbedder",
     "PRESETS",
+    "ModelSpec",
     "DiT_models",
     "available_models",
     "build_model",

@@ -11,7 +11,7 @@ from functools import partial
 
 from .dit import DiT
 
-__all__ = ["PRESETS", "DiT_models", "build_model", "preset_config", "available_models"]
+__all__ = ["PRESETS", "DiT_models", "build_model", "preset_config", "available_models", "ModelSpec"]
 
 # DiT Table 1: (depth, hidden size, heads).
 _SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
@@ -59,3 +59,33 @@ def build_model(name: str, **overrides) -> DiT:
 
 # The official-style registry: name -> constructor taking keyword overrides.
 DiT_models = {name: partial(build_model, name) for name in PRESETS}
+
+
+class ModelSpec:
+    """The ``model`` config group's target: a preset and its DiT keyword overrides, checked when built.
+
+    ``ModelSpec("tiny-8", input_size=8, depth=None, ...)``: a ``None`` override keeps the preset's value (so a
+    config can reset an override to the preset's). :meth:`build` makes the network; :meth:`describe` is its
+    identity for the training key and the results row. Any other DiT argument can be given (on the command line
+    ``+model.mlp_ratio=2``); an unknown one is refused with the valid arguments.
+    """
+
+    def __init__(self, name: str, **overrides):
+        self.name = str(name)
+        self.overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.config = preset_config(self.name, **self.overrides)  # validates the name and every argument
+
+    def build(self) -> DiT:
+        return DiT(**self.config)
+
+    def __getattr__(self, key):  # input_size, in_channels, num_classes, learn_sigma, ... of the built network
+        config = self.__dict__.get("config", {})
+        if key in config:
+            return config[key]
+        raise AttributeError(key)
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self.overrides}
+
+    def __repr__(self) -> str:
+        return f"ModelSpec({self.name!r}, {self.overrides})"

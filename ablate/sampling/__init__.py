@@ -5,10 +5,10 @@ return_trajectory=False) -> SampleOutput(x, nfe, trajectory, times)``. Build the
 :func:`build_sampler`; see README.md.
 """
 
-from .base import Field, SampleOutput  # noqa: F401
+from .base import SAMPLER_FAMILIES, Field, SampleOutput, SamplingContext  # noqa: F401
 from .discrete import DiscreteSampler, as_paper_time  # noqa: F401
 from .grids import GRIDS, time_grid  # noqa: F401
-from .guidance import guided  # noqa: F401
+from .guidance import Guidance, guided  # noqa: F401
 from .likelihood import DIVERGENCES, NLLOutput, nll, with_divergence  # noqa: F401
 from .nfe import NFECounter  # noqa: F401
 from .noise import PerImageNoise, image_generator, per_image_noise, step_noise_source  # noqa: F401

@@ -24,7 +24,43 @@ from ..transport.predictions import convert, validate_prediction
 from .guidance import guided
 from .nfe import NFECounter
 
-__all__ = ["SampleOutput", "Field", "BaseSampler"]
+__all__ = ["SampleOutput", "Field", "BaseSampler", "SamplingContext", "SAMPLER_FAMILIES", "steps_for_nfe"]
+
+SAMPLER_FAMILIES: dict[str, type["BaseSampler"]] = {}  # filled by every sampler class that sets ``family``
+
+
+@dataclass
+class SamplingContext:
+    """What a sampler family needs from the other axes to build itself (the configuration layer fills it):
+    the path and the network's prediction (continuous time), the built SDE coefficient (or a callable
+    ``interpolant -> coefficient``), the DDPM process (discrete time), the guidance settings and the null
+    class, and the endpoint override ``sample_eps``."""
+
+    interpolant: Interpolant | None = None
+    prediction: str = "velocity"
+    coefficient: Callable | None = None
+    ddpm: object | None = None
+    guidance_scale: float = 1.0
+    legacy_channels: int | None = None
+    null_class: int | None = None
+    sample_eps: float | None = None
+
+    @property
+    def guidance(self) -> dict:
+        return dict(guidance_scale=self.guidance_scale, null_class=self.null_class,
+                    legacy_channels=self.legacy_channels)
+
+
+def steps_for_nfe(nfe_of: Callable[[int], int | None], nfe: int, what: str) -> int:
+    """The number of steps whose NFE (``nfe_of(steps)``) is exactly ``nfe``; a clear error when none is."""
+    if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+        raise ValueError(f"sampler.nfe must be a positive integer, got {nfe!r}")
+    for steps in range(1, int(nfe) + 2):
+        if nfe_of(steps) == nfe:
+            return steps
+    reachable = sorted({n for n in (nfe_of(k) for k in range(1, int(nfe) + 2)) if n is not None})[:6]
+    raise ValueError(f"sampler.nfe={nfe} is not reachable with {what}; the nearest budgets it spends are "
+                     f"{reachable}... (NFE per step and the last step decide it)")
 
 
 @dataclass
@@ -58,9 +94,35 @@ class Field:
 
 
 class BaseSampler:
-    """Holds the guidance settings and wraps the model (guidance, then NFE counting)."""
+    """Holds the guidance settings and wraps the model (guidance, then NFE counting).
+
+    A sampler *family* is a subclass that sets ``family`` (its config-group name, e.g. ``ode``), ``time_kind``
+    (``continuous`` or ``discrete``: the time axis it samples) and implements the classmethod
+    ``build(ctx: SamplingContext, **args)`` that the ``sampler`` config group targets; the class registers
+    itself in :data:`SAMPLER_FAMILIES`. ``expected_nfe`` and ``tag`` come from the built object.
+    """
 
     name = "sampler"
+    family: str | None = None
+    time_kind = "continuous"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "family" in cls.__dict__ and cls.family:
+            taken = SAMPLER_FAMILIES.get(cls.family)
+            if taken is not None and taken.__qualname__ != cls.__qualname__:
+                raise ValueError(f"sampler family {cls.family!r} is taken by {taken.__qualname__}")
+            SAMPLER_FAMILIES[cls.family] = cls
+
+    @classmethod
+    def build(cls, ctx: SamplingContext, **args) -> "BaseSampler":
+        raise NotImplementedError(f"{cls.__name__} is not a sampler family (no build)")
+
+    def describe(self) -> dict:
+        """Flat description for results rows: family, solver, steps, counted-NFE budget, guidance."""
+        return {"sampler": self.family, "solver": getattr(self, "method", self.family),
+                "sampler_steps": getattr(self, "steps", None), "nfe_budget": self.expected_nfe,
+                "guidance": self.guidance_scale, "sampler_tag": self.tag}
 
     def __init__(
         self, guidance_scale: float = 1.0, null_class: int | None = None, legacy_channels: int | None = None

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .base import BaseSampler, SampleOutput
+from .base import BaseSampler, SampleOutput, SamplingContext, steps_for_nfe
 from .noise import step_noise_source
 
 __all__ = ["DiscreteSampler", "as_paper_time"]
@@ -24,12 +24,33 @@ class DiscreteSampler(BaseSampler):
     """``kind`` = ``ddpm`` (ancestral) or ``ddim`` (with ``eta``) over ``steps`` respaced indices of
     ``ddpm``."""
 
+    family = "discrete"
+    time_kind = "discrete"
+    KINDS = ("ddpm", "ddim")
+
+    @classmethod
+    def build(cls, ctx: SamplingContext, kind: str = "ddpm", steps: int | None = None, nfe: int | None = 50,
+              eta: float = 0.0) -> "DiscreteSampler":
+        """The ``sampler=ddpm`` / ``sampler=ddim`` config groups: ``kind``, a budget of ``nfe`` respaced steps
+        (one network evaluation each) unless ``steps`` is given, DDIM's ``eta``; the DDPM process comes from the
+        discrete time axis (``ctx.ddpm``)."""
+        if kind not in cls.KINDS:
+            raise ValueError(f"sampler kind {kind!r} is not valid; valid choices: {list(cls.KINDS)}")
+        if steps is None:
+            if nfe is None:
+                raise ValueError(f"sampler={kind} needs sampler.nfe or sampler.steps")
+            steps = steps_for_nfe(lambda k: k, nfe, kind)
+        return cls(ctx.ddpm, kind, steps, eta=eta, **ctx.guidance)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "sampler": self.kind, "solver": self.kind}
+
     def __init__(self, ddpm, kind: str = "ddpm", steps: int = 250, *, eta: float = 0.0, **guidance):
         super().__init__(**guidance)
         from ..transport.ddpm import GaussianDiffusion, space_timesteps
 
-        if kind not in ("ddpm", "ddim"):
-            raise ValueError(f"unknown discrete sampler {kind!r}; valid choices: ['ddpm', 'ddim']")
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown discrete sampler {kind!r}; valid choices: {list(self.KINDS)}")
         if not isinstance(ddpm, GaussianDiffusion):
             raise TypeError(
                 f"{kind} needs ddpm=GaussianDiffusion (ablate.transport.ddpm.build_ddpm), got {ddpm!r}"

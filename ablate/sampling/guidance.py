@@ -16,7 +16,31 @@ from typing import Callable
 
 import torch
 
-__all__ = ["guided"]
+__all__ = ["guided", "Guidance"]
+
+
+class Guidance:
+    """The ``guidance`` config group's target: classifier-free guidance ``scale`` (1 = none) and the channel
+    rule (``legacy_channels=3``: DiT/SiT's guidance of the first three channels only)."""
+
+    def __init__(self, scale: float = 1.0, legacy_channels: int | None = None):
+        scale = float(scale)
+        if not (scale >= 0 and math.isfinite(scale)):
+            raise ValueError(f"guidance.scale must be a finite number >= 0, got {scale!r}")
+        if legacy_channels is not None and (isinstance(legacy_channels, bool) or not isinstance(legacy_channels, int)
+                                            or legacy_channels < 1):
+            raise ValueError(f"guidance.legacy_channels must be null or a positive integer, got {legacy_channels!r}")
+        self.scale, self.legacy_channels = scale, legacy_channels
+
+    @property
+    def active(self) -> bool:
+        return self.scale != 1.0
+
+    def describe(self) -> dict:
+        return {"scale": self.scale, "legacy_channels": self.legacy_channels}
+
+    def __repr__(self) -> str:
+        return f"Guidance(scale={self.scale}, legacy_channels={self.legacy_channels})"
 
 
 def guided(model: Callable, scale: float, null_class: int, legacy_channels: int | None = None) -> Callable:

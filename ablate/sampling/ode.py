@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..transport.defaults import sample_interval
-from .base import BaseSampler, Field, SampleOutput
+from .base import BaseSampler, Field, SampleOutput, SamplingContext, steps_for_nfe
 from .grids import time_grid
 
 __all__ = ["ODESampler", "ODE_METHODS", "ADAPTIVE_METHODS"]
@@ -27,10 +27,31 @@ __all__ = ["ODESampler", "ODE_METHODS", "ADAPTIVE_METHODS"]
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_TORCHDIFFEQ = ("midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams")
 ODE_METHODS = ("euler", "heun") + ADAPTIVE_METHODS + FIXED_TORCHDIFFEQ
+# Network evaluations per step of the fixed-step methods (adaptive ones spend what the tolerance needs).
+NFE_PER_STEP = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4, "heun3": 3}
 
 
 class ODESampler(BaseSampler):
     """Sample by integrating the probability-flow ODE with ``method`` (see the module docstring)."""
+
+    family = "ode"
+    time_kind = "continuous"
+
+    @classmethod
+    def build(cls, ctx: SamplingContext, solver: str = "heun", steps: int | None = None, nfe: int | None = 50,
+              atol: float = 1e-6, rtol: float = 1e-3, grid: str = "uniform") -> "ODESampler":
+        """The ``sampler=ode`` config group: ``solver`` (:data:`ODE_METHODS`), a budget of ``nfe`` network
+        evaluations (Heun: nfe / 2 steps) unless ``steps`` is given; adaptive solvers use ``atol``/``rtol``."""
+        if solver not in ODE_METHODS:
+            raise ValueError(f"sampler.solver={solver!r} is not a valid ODE solver; valid choices: {list(ODE_METHODS)}")
+        if solver in ADAPTIVE_METHODS:
+            steps = None
+        elif steps is None:
+            if nfe is None:
+                raise ValueError("sampler=ode needs sampler.nfe or sampler.steps")
+            steps = steps_for_nfe(lambda k: NFE_PER_STEP.get(solver, 1) * k, nfe, f"the {solver} ODE solver")
+        return cls(ctx.interpolant, ctx.prediction, solver, steps, atol=atol, rtol=rtol, sample_eps=ctx.sample_eps,
+                   grid=grid, **ctx.guidance)
 
     def __init__(
         self,
@@ -76,7 +97,7 @@ class ODESampler(BaseSampler):
 
     @property
     def expected_nfe(self) -> int | None:
-        per = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4, "heun3": 3}.get(self.method)
+        per = NFE_PER_STEP.get(self.method)
         return None if per is None else per * self.steps
 
     @property

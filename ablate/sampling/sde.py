@@ -26,7 +26,7 @@ import math
 
 from ..transport.defaults import sample_interval
 from ..transport.diffusion import Diffusion
-from .base import BaseSampler, Field, SampleOutput
+from .base import BaseSampler, Field, SampleOutput, SamplingContext, steps_for_nfe
 from .grids import time_grid
 from .noise import step_noise_source
 
@@ -36,8 +36,45 @@ SDE_METHODS = ("em", "heun")
 LAST_STEPS = ("none", "mean", "tweedie", "euler")
 
 
+def _nfe(method: str, steps: int, last_step: str) -> int:
+    """Network evaluations of ``steps`` grid points: EM 1 and Heun 2 per stochastic step, plus the last step."""
+    return (1 if method == "em" else 2) * (steps - 1) + (last_step != "none")
+
+
 class SDESampler(BaseSampler):
     """Sample the reverse SDE with ``method`` and coefficient ``diffusion`` (see the module docstring)."""
+
+    family = "sde"
+    time_kind = "continuous"
+
+    @classmethod
+    def build(cls, ctx: SamplingContext, solver: str = "em", steps: int | None = None, nfe: int | None = 50,
+              last_step: str | None = "mean", last_step_size: float = 0.04, grid: str = "uniform") -> "SDESampler":
+        """The ``sampler=sde`` config group: ``solver`` (:data:`SDE_METHODS`), a budget of ``nfe`` network
+        evaluations (EM with the mean last step: nfe steps) unless ``steps`` is given; the coefficient w_t comes
+        from the ``sde_coef`` group (``ctx.coefficient``, built on the interpolant here)."""
+        if solver not in SDE_METHODS:
+            raise ValueError(f"sampler.solver={solver!r} is not a valid SDE solver; valid choices: {list(SDE_METHODS)}")
+        last = "none" if last_step is None else last_step
+        if last not in LAST_STEPS:
+            raise ValueError(f"sampler.last_step={last_step!r} is not valid; valid choices: {list(LAST_STEPS)}")
+        if steps is None:
+            if nfe is None:
+                raise ValueError("sampler=sde needs sampler.nfe or sampler.steps")
+            steps = steps_for_nfe(lambda k: _nfe(solver, k, last) if k >= 2 else None, nfe,
+                                  f"the {solver} SDE solver and last_step={last}")
+        coef = ctx.coefficient
+        if coef is None:
+            raise ValueError("sampler=sde needs an SDE coefficient (the sde_coef group)")
+        if not isinstance(coef, Diffusion):
+            coef = coef(ctx.interpolant)
+        return cls(ctx.interpolant, ctx.prediction, coef, solver, steps, last_step=last, last_step_size=last_step_size,
+                   sample_eps=ctx.sample_eps, grid=grid, **ctx.guidance)
+
+    def describe(self) -> dict:
+        d = self.diffusion.describe()
+        return {**super().describe(), "sde_coef": d["name"], "sde_coef_norm": d.get("norm"),
+                "sde_coef_eta": d.get("eta"), "last_step": self.last_step}
 
     def __init__(
         self,
@@ -91,8 +128,7 @@ class SDESampler(BaseSampler):
 
     @property
     def expected_nfe(self) -> int:
-        per = 1 if self.method == "em" else 2
-        return per * (self.steps - 1) + (self.last_step != "none")
+        return _nfe(self.method, self.steps, self.last_step)
 
     @property
     def tag(self) -> str:

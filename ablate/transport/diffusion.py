@@ -52,11 +52,32 @@ def _t(t) -> Tensor:
     return t if t.is_floating_point() else t.to(torch.get_default_dtype())
 
 
+DIFFUSIONS: dict[str, type["Diffusion"]] = {}  # filled by every subclass that sets ``name`` (the registry)
+
+
 class Diffusion:
-    """Base class: ``w(t)`` returns the paper's w_t (>= 0) with the shape and dtype of t (paper time)."""
+    """Base class: ``w(t)`` returns the paper's w_t (>= 0) with the shape and dtype of t (paper time).
+
+    A subclass that sets ``name`` registers itself under that name (:data:`DIFFUSIONS`, what
+    :func:`get_diffusion` and the ``sde_coef`` config group resolve). ``needs_loss_curve``: the coefficient
+    depends on the trained model's per-time loss L_t, which the evaluation estimates and passes as ``loss``.
+    """
 
     name = "diffusion"
     singular_at_noise_end = False
+    needs_loss_curve = False
+
+    def __init_subclass__(cls, register: bool = True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if register and "name" in cls.__dict__:
+            taken = DIFFUSIONS.get(cls.name)
+            if taken is not None and taken.__qualname__ != cls.__qualname__:
+                raise ValueError(f"SDE coefficient name {cls.name!r} is taken by {taken.__qualname__}")
+            DIFFUSIONS[cls.name] = cls
+
+    def describe(self) -> dict:
+        """The coefficient's identity: name and parameters (results rows, W&B config)."""
+        return {"name": self.name, "norm": self.norm}
 
     def __init__(self, interpolant: Interpolant, norm: float = 1.0):
         norm = float(norm)
@@ -197,9 +218,17 @@ class WKLEta(Diffusion):
     """
 
     name = "w_kl_eta"
+    needs_loss_curve = True
 
-    def __init__(self, interpolant, norm=1.0, *, eta: float = 0.0, loss=None):
+    def __init__(self, interpolant, norm=1.0, *, eta: float = 0.0, loss=None, loss_samples: int = 256,
+                 loss_knots: int = 32):
+        """``loss_samples`` / ``loss_knots``: how the evaluation estimates L_t for this coefficient (that many
+        training images drawn at random with a fixed seed, at that many times; :func:`estimate_loss_curve`)."""
         super().__init__(interpolant, norm)
+        self.loss_samples, self.loss_knots = int(loss_samples), int(loss_knots)
+        if self.loss_samples < 1 or self.loss_knots < 2:
+            raise ValueError(f"w_kl_eta needs loss_samples >= 1 and loss_knots >= 2, got {loss_samples}, "
+                             f"{loss_knots}")
         eta = float(eta)
         if not (eta >= 0 and math.isfinite(eta)):
             raise ValueError(f"w_kl_eta needs a finite eta >= 0, got eta={eta!r}")
@@ -223,6 +252,9 @@ class WKLEta(Diffusion):
         loss = self.loss(t).to(t.dtype)
         cost = torch.where(loss > 0, 8 * self.eta / loss, torch.full_like(t, math.inf))
         return self.norm * 2 / torch.sqrt(inv_lam2 + cost)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "norm": self.norm, "eta": self.eta}
 
     def __repr__(self):
         return f"WKLEta(interpolant={self.interpolant!r}, norm={self.norm}, eta={self.eta})"
@@ -275,7 +307,7 @@ def estimate_loss_curve(
     return LossCurve(knots, losses)
 
 
-class SiTDiffusion(Diffusion):
+class SiTDiffusion(Diffusion, register=False):
     """The SiT repository's ``compute_diffusion(form, norm)`` as the paper's w (w = 2 D, its noise sqrt(2 D)),
     with SiT's time s = 1 - t. Forms (SiT code -> paper w_t):
 
@@ -325,15 +357,6 @@ SIT_FORMS = {
     "inccreasing-decreasing": "increasing-decreasing",
 }
 
-DIFFUSIONS: dict[str, type[Diffusion]] = {
-    "w_kl": WKL,
-    "sigma": Sigma,
-    "sin2": Sin2,
-    "constant": Constant,
-    "linear": LinearW,
-    "decreasing": Decreasing,
-    "w_kl_eta": WKLEta,
-}
 
 
 def get_diffusion(name: str | Diffusion, interpolant: Interpolant, norm: float = 1.0, **kw) -> Diffusion:

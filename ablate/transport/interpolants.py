@@ -64,14 +64,31 @@ class PathCoefficients:
         return PathCoefficients(*(expand_like(c, x) for c in coefs))
 
 
+INTERPOLANTS: dict[str, type["Interpolant"]] = {}  # filled by every subclass that sets ``name`` (the registry)
+
+
 class Interpolant:
     """Base class. Subclasses implement :meth:`alpha`, :meth:`sigma`, :meth:`d_alpha`, :meth:`d_sigma`.
+
+    A subclass that sets ``name`` registers itself under that name (:data:`INTERPOLANTS`, what
+    :func:`get_interpolant` and the ``interpolant`` config group resolve): the class is the only list entry.
 
     ``t`` is a float tensor (any shape) in [0, 1]; the results have the shape and dtype of ``t``.
     Override :meth:`d_log_alpha` and :meth:`lambda_` where a closed form is more accurate than the ratio.
     """
 
     name: str = "custom"
+
+    def __init_subclass__(cls, register: bool = True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if register and "name" in cls.__dict__:
+            if cls.name in INTERPOLANTS and INTERPOLANTS[cls.name].__qualname__ != cls.__qualname__:
+                raise ValueError(f"interpolant name {cls.name!r} is taken by {INTERPOLANTS[cls.name].__qualname__}")
+            INTERPOLANTS[cls.name] = cls
+
+    def describe(self) -> dict:
+        """The interpolant's identity (name and parameters): part of the training key and the results row."""
+        return {"name": self.name}
 
     def alpha(self, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -188,6 +205,9 @@ class VP(Interpolant):
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
 
+    def describe(self) -> dict:
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
+
     def log_alpha(self, t):
         return -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
@@ -220,7 +240,7 @@ class VP(Interpolant):
         return f"VP(beta_min={self.beta_min}, beta_max={self.beta_max})"
 
 
-class CustomInterpolant(Interpolant):
+class CustomInterpolant(Interpolant, register=False):
     """Any user-defined pair (alpha_t, sigma_t), given as elementwise torch functions of paper time t.
 
     Derivatives default to forward-mode autodiff (``torch.func.jvp``) and can be given in closed form.
@@ -256,9 +276,6 @@ class CustomInterpolant(Interpolant):
 
     def __repr__(self):
         return f"CustomInterpolant(name={self.name!r})"
-
-
-INTERPOLANTS: dict[str, type[Interpolant]] = {"linear": Linear, "gvp": GVP, "vp": VP}
 
 
 def get_interpolant(name: str | Interpolant, **kwargs) -> Interpolant:

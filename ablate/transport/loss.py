@@ -44,6 +44,7 @@ from .predictions import validate_prediction
 __all__ = [
     "WEIGHTINGS",
     "TIME_DENSITIES",
+    "validate_weighting",
     "UniformTime",
     "LogitNormalTime",
     "Objective",
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 WEIGHTINGS = ("none", "velocity", "likelihood")
-TIME_DENSITIES = ("uniform", "logit_normal")
 
 
 def mean_flat(x: Tensor) -> Tensor:
@@ -71,12 +71,17 @@ def _check_interval(t_min: float, t_max: float) -> tuple[float, float]:
 class UniformTime:
     """t ~ U[t_min, t_max], drawn as t_min + (t_max - t_min) u, u = torch.rand (as in SiT's training)."""
 
+    name = "uniform"
+
     def __init__(self, t_min: float = 0.0, t_max: float = 1.0):
         self.t_min, self.t_max = _check_interval(t_min, t_max)
 
     def sample(self, n: int, *, generator=None, device=None, dtype=None) -> Tensor:
         u = torch.rand(n, generator=generator, device=device, dtype=dtype)
         return u * (self.t_max - self.t_min) + self.t_min
+
+    def describe(self) -> dict:
+        return {"name": self.name, "t_min": self.t_min, "t_max": self.t_max}
 
     def __repr__(self):
         return f"UniformTime(t_min={self.t_min}, t_max={self.t_max})"
@@ -89,6 +94,8 @@ class LogitNormalTime:
     exactly 1 for arguments above ~17, which would otherwise put t on the endpoint.
     """
 
+    name = "logit_normal"
+
     def __init__(self, mean: float = 0.0, std: float = 1.0, t_min: float = 0.0, t_max: float = 1.0):
         if not std > 0:
             raise ValueError(f"LogitNormalTime needs std > 0, got std={std}")
@@ -99,11 +106,22 @@ class LogitNormalTime:
         u = torch.randn(n, generator=generator, device=device, dtype=dtype)
         return torch.sigmoid(self.mean + self.std * u) * (self.t_max - self.t_min) + self.t_min
 
+    def describe(self) -> dict:
+        return {"name": self.name, "mean": self.mean, "std": self.std, "t_min": self.t_min, "t_max": self.t_max}
+
     def __repr__(self):
         return f"LogitNormalTime(mean={self.mean}, std={self.std}, t_min={self.t_min}, t_max={self.t_max})"
 
 
-_DENSITIES = {"uniform": UniformTime, "logit_normal": LogitNormalTime}
+_DENSITIES = {c.name: c for c in (UniformTime, LogitNormalTime)}  # the training-time densities, by name
+TIME_DENSITIES = tuple(_DENSITIES)
+
+
+def validate_weighting(name: str) -> str:
+    """``name`` if it is a weighting of :data:`WEIGHTINGS` (the ``weighting`` config group's target)."""
+    if name not in WEIGHTINGS:
+        raise ValueError(f"weighting={name!r} is not valid; valid choices: {list(WEIGHTINGS)}")
+    return name
 
 
 def loss_weight(interpolant: Interpolant, weighting: str, t: Tensor) -> Tensor:
@@ -222,22 +240,27 @@ def build_objective(
     interpolant: str | Interpolant,
     prediction: str,
     weighting: str = "none",
-    time_density: str = "uniform",
+    time_density="uniform",
     train_eps: float | None = None,
     **density_kw,
 ) -> Objective:
     """Build an :class:`Objective` from names. The density's [t_min, t_max] defaults to the training interval
     of the endpoint table (``defaults.train_interval``); ``density_kw`` (``mean``, ``std``, ``t_min``, ...)
-    override it."""
+    override it. ``time_density``: a name of :data:`TIME_DENSITIES`, or a density class (or a
+    ``functools.partial`` of one, as the ``time_density`` config group builds) that takes ``t_min``/``t_max``."""
     interp = get_interpolant(interpolant)
     validate_prediction(prediction)
-    if time_density not in _DENSITIES:
-        raise ValueError(f"unknown time density {time_density!r}; valid choices: {list(TIME_DENSITIES)}")
+    if isinstance(time_density, str):
+        if time_density not in _DENSITIES:
+            raise ValueError(f"time_density={time_density!r} is not valid; valid choices: {list(TIME_DENSITIES)}")
+        make, what = _DENSITIES[time_density], time_density
+    else:
+        make, what = time_density, getattr(time_density, "func", time_density)
     t_min, t_max = train_interval(interp.name, prediction, train_eps)
     kw = dict(t_min=t_min, t_max=t_max)
     kw.update(density_kw)
     try:
-        density = _DENSITIES[time_density](**kw)
+        density = make(**kw)
     except TypeError as e:
-        raise ValueError(f"bad arguments {density_kw} for time density {time_density!r}: {e}") from None
+        raise ValueError(f"bad arguments {density_kw} for time density {what!r}: {e}") from None
     return Objective(interp, prediction, weighting, time_density=density)
