@@ -78,8 +78,13 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
     return len(lines)
 
 
-def read_results(path: str | os.PathLike):
-    """All rows of a store as a pandas DataFrame (an empty frame when the file is absent)."""
+def read_results(path: str | os.PathLike, latest: bool = True):
+    """All rows of a store as a pandas DataFrame (an empty frame when the file is absent).
+
+    ``latest``: a point evaluated again (``redo=true``) appends new rows with the same ``point_key`` and metric;
+    keep only the last of each (the store itself is append-only). ``df.attrs["superseded"]`` counts the rows left
+    out. Rows without a ``point_key`` (failures, older stores) are all kept.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -97,7 +102,17 @@ def read_results(path: str | os.PathLike):
                 bad += 1
     if bad:
         warnings.warn(f"{path}: skipped {bad} truncated line(s) (a writer was killed mid-write)", stacklevel=2)
-    return pd.json_normalize(rows) if rows else pd.DataFrame()
+    df = pd.json_normalize(rows) if rows else pd.DataFrame()
+    superseded = 0
+    if latest and not df.empty and "point_key" in df:
+        keyed = df["point_key"].notna()
+        metric = df["metric"] if "metric" in df else None
+        ident = df["point_key"].astype(str) + "|" + (metric.astype(str) if metric is not None else "")
+        last = ~ident.duplicated(keep="last") | ~keyed
+        superseded = int((~last).sum())
+        df = df[last].reset_index(drop=True)
+    df.attrs["superseded"] = superseded
+    return df
 
 
 def _git_commit() -> str | None:

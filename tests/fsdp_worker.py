@@ -3,7 +3,7 @@
     torchrun --standalone --nproc_per_node 2 tests/fsdp_worker.py OUT_DIR REC_DIR [override ...]
 
 Composes the config with the overrides (plus ``trainer.strategy=fsdp``), trains through
-``ablate.run.train_or_reuse`` and evaluates through ``ablate.evaluate.evaluate_run`` as ``ablate.run`` does, and
+``ablate.pipeline.train.train_or_reuse`` and evaluates through ``ablate.pipeline.evaluation.evaluate`` as ``ablate.run`` does, and
 records in REC_DIR, per rank: the logged global loss of every step, the shapes and sizes of the rank's local
 ``net`` and ``ema`` shards at the end of training; on rank 0 the returned EMA and info, and the result rows.
 """
@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ablate.metric_names import TRAIN_LOSS  # noqa: E402
+from ablate.pipeline.metric_names import TRAIN_LOSS  # noqa: E402
 
 
 class RecordShards(Callback):
@@ -43,18 +43,20 @@ class RecordShards(Callback):
 def main(out_dir: str, rec_dir: str, *overrides: str) -> None:
     from hydra import compose, initialize_config_dir
 
-    from ablate.distributed import rank_world
-    from ablate.evaluate import evaluate_run
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.evaluation import evaluate
+    from ablate.pipeline.train import train_or_reuse
+    from ablate.scale.distributed import rank_world
 
     torch.set_num_threads(1)
     rec = Path(rec_dir)
     rec.mkdir(parents=True, exist_ok=True)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"out_dir={out_dir}", "trainer.strategy=fsdp", *overrides])
-    training, ema, info = train_or_reuse(cfg, callbacks=[RecordShards(rec)])
+    exp = build_experiment(cfg)
+    training, ema, info = train_or_reuse(exp, callbacks=[RecordShards(rec)])
     rank, _ = rank_world()
-    out = evaluate_run(cfg, training, ema, info, job_dir=rec / f"rank{rank}")
+    out = evaluate(exp, training, ema, info, job_dir=rec / f"rank{rank}")
     if rank == 0:
         torch.save({"ema": ema, "info": info, "rows": out["rows"]}, rec / "result.pt")
 

@@ -1,19 +1,20 @@
-"""Every config composes, every axis value resolves, bad values and combinations fail before any work."""
+"""Every config composes and builds, every axis value resolves to its owner, bad values and combinations fail
+before any work with the axis, the value and the valid choices."""
 
 from pathlib import Path
 
 import pytest
 
-from ablate.build import ConfigError, axes, train_key, validate
+from ablate.pipeline.build import ConfigError, build_experiment
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-GROUPS = ["time", "prediction", "interpolant", "weighting", "time_density", "sampler", "diffusion", "guidance",
+GROUPS = ["time", "prediction", "interpolant", "weighting", "time_density", "sampler", "sde_coef", "guidance",
           "model", "data", "trainer", "eval", "logger"]
 
 
 def _options(group):
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def _valid_context(group, option):
@@ -22,30 +23,49 @@ def _valid_context(group, option):
         return ["time=discrete", "prediction=noise", "interpolant=vp", "sampler=ddpm"]
     if group == "weighting" and option != "none":
         return ["prediction=score"]
-    if group == "guidance" and option != "none":
-        return []
     if group == "data" and option in ("image_folder", "latents"):
-        return ["data.root=/nonexistent"] + (["data.reference_root=/nonexistent"] if option == "latents" else [])
+        return ["data.root=/nonexistent", "model=dit-s2"] + (["data.reference_root=/nonexistent"]
+                                                            if option == "latents" else [])
+    if group == "data" and option in ("fashion", "mnist5k"):
+        return []
+    if group == "model" and option != "tiny":
+        return ["data=latents", "data.root=/x", "data.reference_root=/y"]
+    if group == "trainer" and option in ("gpu", "paper"):
+        return ["trainer.precision=32-true"]  # keep the build independent of this machine's GPU
     return []
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_axis_value_composes_and_validates(compose, group, option):
-    cfg = compose(_valid_context(group, option) + [f"{group}={option}"])
-    validate(cfg)
-    a = axes(cfg)
-    assert a["sampler_tag"]
-    assert len(train_key(cfg)) == 12
+def test_every_axis_value_composes_and_builds(compose, group, option):
+    if group == "trainer" and option == "paper":
+        pytest.skip("trainer=paper uses devices=auto and strategy=ddp: built in test_paper_scale_rows_build")
+    exp = build_experiment(compose(_valid_context(group, option) + [f"{group}={option}"]))
+    a = exp.axes()
+    assert a["sampler_tag"] and len(exp.train_key) == 12
+    assert all(not isinstance(v, (dict, list)) for v in a.values())
 
 
-def test_every_interpolant_target_resolves(compose):
+def test_every_option_names_its_owner_and_the_owner_names_itself_back(compose):
+    """Each YAML file's stem is the name its built object reports: one list of choices, the classes."""
     from hydra.utils import instantiate
 
-    from ablate.transport import Interpolant
+    from ablate.transport import DIFFUSIONS, INTERPOLANTS
 
     for name in _options("interpolant"):
         obj = instantiate(compose([f"interpolant={name}"]).interpolant)
-        assert isinstance(obj, Interpolant) and obj.name == name
+        assert obj.name == name and INTERPOLANTS[name] is type(obj)
+    assert set(_options("interpolant")) == set(INTERPOLANTS)
+    for name in _options("sde_coef"):
+        coef = instantiate(compose([f"sde_coef={name}"]).sde_coef)
+        assert coef.func.name == name and DIFFUSIONS[name] is coef.func
+    assert set(_options("sde_coef")) == set(DIFFUSIONS)
+    for name in _options("sampler"):
+        exp = build_experiment(compose(_valid_context("sampler", name) + [f"sampler={name}"]))
+        assert exp.sampler.describe()["sampler"] == name
+    for name in _options("prediction"):
+        assert instantiate(compose([f"prediction={name}"]).prediction) == name
+    for name in _options("time"):
+        assert instantiate(compose([f"time={name}"]).time).kind == name
 
 
 def test_every_model_preset_resolves(compose):
@@ -54,13 +74,6 @@ def test_every_model_preset_resolves(compose):
     names = set(available_models())
     for option in _options("model"):
         assert compose([f"model={option}"]).model.name in names
-
-
-def test_every_sampler_and_diffusion_resolves(compose):
-    from ablate.transport.diffusion import DIFFUSIONS
-
-    for option in _options("diffusion"):
-        assert compose([f"diffusion={option}"]).diffusion.name in DIFFUSIONS
 
 
 def test_unknown_axis_value_names_the_valid_choices(compose):
@@ -74,43 +87,72 @@ def test_unknown_axis_value_names_the_valid_choices(compose):
 @pytest.mark.parametrize(
     "overrides,words",
     [
-        (["time=discrete"], ["time=discrete", "prediction=noise", "interpolant=vp"]),
-        (["sampler=ddpm"], ["time=continuous", "ddpm"]),
+        (["time=discrete"], ["time=discrete", "prediction=noise", "interpolant=vp", "got prediction=velocity"]),
+        (["sampler=ddpm"], ["sampler=ddpm", "discrete", "time=continuous"]),
         (["prediction=velocity", "weighting=likelihood"], ["weighting=likelihood", "velocity"]),
-        (["sampler.steps=-5"], ["sampler.steps", "-5"]),
+        (["sampler.steps=-5"], ["steps", "-5"]),
+        (["sampler.solver=heum"], ["sampler.solver='heum'", "valid choices", "heun", "dopri5"]),
+        (["sampler=sde", "sampler.solver=rk4"], ["sampler.solver='rk4'", "em"]),
+        (["sampler.nfe=0"], ["sampler.nfe", "0"]),
+        (["sampler=sde", "sampler.last_step=final"], ["sampler.last_step", "final", "tweedie"]),
         (["guidance=cfg", "guidance.scale=-1"], ["guidance.scale", "-1"]),
         (["train_eps=0.7"], ["train_eps", "0.7", "[0, 0.5)"]),
         (["sample_eps=-0.1"], ["sample_eps"]),
         (["trainer.devices=3"], ["batch_size=128", "3"]),
         (["trainer.nan_policy=ignore"], ["nan_policy", "ignore", "stop"]),
+        (["trainer.precision=fp8"], ["trainer.precision", "fp8", "bf16-mixed"]),
         (["guidance=cfg", "model.class_dropout_prob=0"], ["guidance.scale", "class dropout"]),
         (["time.network_time=seconds"], ["network_time", "seconds", "1-t"]),
-        (["data=image_folder"], ["data.root"]),
-        (["data=latents", "data.root=/x"], ["data.reference_root"]),
+        (["data=image_folder"], ["data=image_folder", "data.root"]),
+        (["data=latents", "data.root=/x", "model=dit-s2"], ["data.reference_root"]),
+        (["data=latents", "data.root=LATENTS_FILE", "data.reference_root=/y", "model=dit-s2"],
+         ["data.root=LATENTS_FILE", "placeholder"]),
+        (["eval.seeds=[0,0]"], ["eval.seeds", "duplicates"]),
+        (["+model.depth_typo=3"], ["depth_typo", "valid arguments"]),
+        (["logger.mode=live"], ["logger.mode", "live", "offline"]),
+        (["model.input_size=16"], ["model tiny-8", "1x16x16", "data=digits", "1x8x8"]),
     ],
 )
 def test_bad_values_and_combinations_fail_with_names(compose, overrides, words):
     cfg = compose(overrides)
     with pytest.raises(ConfigError) as e:
-        validate(cfg)
+        build_experiment(cfg)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
 
 
+def _key(compose, overrides):
+    return build_experiment(compose(overrides)).train_key
+
+
 def test_train_key_ignores_sampling_axes_and_tracks_training_axes(compose):
-    base = train_key(compose([]))
-    for o in (["sampler=sde"], ["diffusion=sigma"], ["sampler.steps=10"], ["guidance=cfg"], ["eval.num_samples=7"],
-              ["trainer.ckpt_every=3"]):
-        assert train_key(compose(o)) == base, o
-    for o in (["interpolant=vp"], ["prediction=score"], ["seed=1"], ["trainer.steps=7"],
-              ["model.class_dropout_prob=0.2"], ["train_eps=0.01"]):
-        assert train_key(compose(o)) != base, o
+    base = _key(compose, [])
+    for o in (["sampler=sde"], ["sde_coef=sigma"], ["sampler.steps=10"], ["sampler.nfe=20"], ["guidance=cfg"],
+              ["eval.num_samples=7"], ["eval.seeds=[1,2]"], ["trainer.ckpt_every=3"], ["logger=none"]):
+        assert _key(compose, o) == base, o
+    for o in (["interpolant=vp"], ["prediction=score"], ["seed=1"], ["trainer.steps=7"], ["trainer.precision=bf16-mixed"],
+              ["model.class_dropout_prob=0.2"], ["train_eps=0.01"], ["time_density=logit_normal"],
+              ["+model.depth=3"]):
+        assert _key(compose, o) != base, o
 
 
 def test_axes_are_flat_and_complete(compose):
-    a = axes(compose(["sampler=sde", "diffusion=sigma"]))
-    assert all(not isinstance(v, (dict, list)) for v in a.values())
-    for k in ("time", "prediction", "interpolant", "sampler", "solver", "diffusion", "guidance", "model", "data"):
-        assert k in a
-    assert a["diffusion"] == "sigma" and a["sampler_tag"].startswith("sde_em-sigma")
-    assert axes(compose(["sampler=ode"]))["diffusion"] is None
+    a = build_experiment(compose(["sampler=sde", "sde_coef=sigma"])).axes()
+    for k in ("time", "prediction", "interpolant", "sampler", "solver", "sde_coef", "guidance", "model", "data",
+              "train_steps", "batch_size", "precision", "seed", "nfe_budget"):
+        assert k in a, k
+    assert a["sde_coef"] == "sigma" and a["sampler_tag"].startswith("sde_em-sigma")
+    assert build_experiment(compose(["sampler=ode"])).axes()["sde_coef"] is None
+
+
+def test_equal_budgets_by_default_and_nfe_sets_the_steps(compose):
+    """sampler.nfe=50 is 25 Heun steps, 50 Euler-Maruyama steps (mean last step included), 50 DDPM steps."""
+    disc = ["time=discrete", "prediction=noise", "interpolant=vp"]
+    for over, steps in ((["sampler=ode"], 25), (["sampler=ode", "sampler.solver=euler"], 50),
+                        (["sampler=sde"], 50), ([*disc, "sampler=ddpm"], 50), ([*disc, "sampler=ddim"], 50)):
+        s = build_experiment(compose(over)).sampler
+        assert (s.steps, s.expected_nfe) == (steps, 50), over
+    assert build_experiment(compose(["sampler.nfe=16"])).sampler.steps == 8
+    assert build_experiment(compose(["sampler.steps=7"])).sampler.expected_nfe == 14  # steps given: steps win
+    with pytest.raises(ConfigError, match="sampler.nfe=5 is not reachable"):
+        build_experiment(compose(["sampler.nfe=5"]))  # Heun spends an even number

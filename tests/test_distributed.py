@@ -25,9 +25,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import Callback
 
-from ablate.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
-from ablate.lit import StepSampler
-from ablate.metric_names import TRAIN_LOSS
+from ablate.scale.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
+from ablate.pipeline.lit import StepSampler
+from ablate.pipeline.metric_names import TRAIN_LOSS
 from ablate.results import read_results
 
 FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
@@ -92,11 +92,12 @@ def test_global_batch_random_refuses_draws_it_cannot_map():
 def test_training_loss_of_two_shards_equals_the_global_batch_loss(compose):
     """The loss closure (noise, t, class dropout inside the DiT) under the mode: per-sample losses of the two
     rank shards, concatenated, equal the one-process per-sample losses of the global batch."""
-    from ablate.build import build_training
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.train import build_training
 
     for axes in (["prediction=velocity"], ["time=discrete", "prediction=noise", "interpolant=vp",
                                            "sampler=ddpm"]):
-        tr = build_training(compose(FAST + axes))
+        tr = build_training(build_experiment(compose(FAST + axes)))
         # float64: a batch of 8 and two of 4 run different matmul blockings; float32 rounding would differ.
         tr.net.double().train()
         x = torch.randn(8, 1, 8, 8, dtype=torch.float64)
@@ -192,7 +193,7 @@ def test_sharded_fid_equals_single_process_fid_on_the_same_samples(tmp_path, met
 
 
 def test_generate_shards_carry_the_single_process_seeds_and_labels():
-    from ablate.evaluate import generate
+    from ablate.pipeline.evaluation import generate
     from ablate.sampling import build_sampler
     from ablate.transport.interpolants import get_interpolant
 
@@ -210,22 +211,23 @@ def test_generate_shards_carry_the_single_process_seeds_and_labels():
     torch.testing.assert_close(torch.cat([p[0] for p in parts]), full, rtol=1e-6, atol=1e-6)
 
 
-def _evaluate_rank(rank, world, cfg, training, ema, info, job_dir, out):
-    from ablate.evaluate import evaluate_run
+def _evaluate_rank(rank, world, exp, training, ema, info, job_dir, out):
+    from ablate.pipeline.evaluation import evaluate
 
-    res = evaluate_run(cfg, training, ema, info, job_dir=Path(job_dir) / f"rank{rank}")
+    res = evaluate(exp, training, ema, info, job_dir=Path(job_dir) / f"rank{rank}")
     Path(out, f"rows{rank}.json").write_text(json.dumps(res["rows"], default=str))
 
 
 def test_evaluate_run_sharded_over_two_ranks_gives_the_single_process_row(compose, tmp_path):
-    from ablate.evaluate import evaluate_run
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.evaluation import evaluate
+    from ablate.pipeline.train import train_or_reuse
 
-    cfg = compose(FAST + [f"out_dir={tmp_path}", "trainer.steps=2", "eval.num_samples=41", "eval.batch_size=8",
-                          "sampler=sde"])
-    training, ema, info = train_or_reuse(cfg)
-    (one,) = evaluate_run(cfg, training, ema, info, job_dir=tmp_path / "single")["rows"]
-    run_ranks(_evaluate_rank, 2, tmp_path, cfg, training, ema, info, str(tmp_path), str(tmp_path))
+    exp = build_experiment(compose(FAST + [f"out_dir={tmp_path}", "trainer.steps=2", "eval.num_samples=41",
+                                           "eval.batch_size=8", "sampler=sde"]))
+    training, ema, info = train_or_reuse(exp)
+    (one,) = evaluate(exp, training, ema, info, job_dir=tmp_path / "single")["rows"]
+    run_ranks(_evaluate_rank, 2, tmp_path, exp, training, ema, info, str(tmp_path), str(tmp_path))
     (two,) = json.loads((tmp_path / "rows0.json").read_text())
     assert json.loads((tmp_path / "rows1.json").read_text()) == []  # only rank 0 writes rows
     assert two["metric"] == one["metric"] == "eval/fid41/" + two["sampler_tag"]
@@ -233,7 +235,8 @@ def test_evaluate_run_sharded_over_two_ranks_gives_the_single_process_row(compos
     assert two["value"] == pytest.approx(one["value"], rel=1e-5)
     assert (tmp_path / "rank0" / "samples.png").exists() and not (tmp_path / "rank1").exists()
     df = read_results(tmp_path / "results.jsonl")
-    assert len(df) == 2  # one row from the single-process run, one from the two-rank run
+    assert len(read_results(tmp_path / "results.jsonl", latest=False)) == 2  # single-process and two-rank rows
+    assert len(df) == 1  # the same point: the two-rank row supersedes the single-process one
 
 
 class RecordSteps(Callback):
@@ -253,11 +256,12 @@ class RecordSteps(Callback):
 
 
 def _train(compose, out_dir, rec_dir, overrides):
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.train import train_or_reuse
 
     rec_dir.mkdir(parents=True, exist_ok=True)
-    cfg = compose(FAST + [f"out_dir={out_dir}", *overrides])
-    _, ema, info = train_or_reuse(cfg, callbacks=[RecordSteps(rec_dir)])
+    exp = build_experiment(compose(FAST + [f"out_dir={out_dir}", *overrides]))
+    _, ema, info = train_or_reuse(exp, callbacks=[RecordSteps(rec_dir)])
     losses = [json.loads(line) for line in (rec_dir / "loss_rank0.jsonl").read_text().splitlines()]
     return ema, info, losses
 
@@ -288,13 +292,14 @@ def test_two_process_ddp_follows_the_one_process_trajectory(compose, tmp_path, o
 def test_module_and_data_pickle_for_ddp_spawn(compose, axes):
     import pickle
 
-    from ablate.build import build_data, build_training
-    from ablate.lit import DiffusionModule, StepData
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.lit import DiTLitModule, StepData
+    from ablate.pipeline.train import build_training
 
-    cfg = compose(FAST + axes)
-    training = build_training(cfg)
-    module = pickle.loads(pickle.dumps(DiffusionModule(training.net, training.loss_fn)))
-    data = StepData(build_data(cfg, "train"), 32, 0)
+    exp = build_experiment(compose(FAST + axes))
+    training = build_training(exp)
+    module = pickle.loads(pickle.dumps(DiTLitModule(training.net, training.loss_fn)))
+    data = StepData(exp.data.train_set(), 32, 0)
     assert len(pickle.loads(pickle.dumps(data)).dataset) == len(data.dataset)
     torch.manual_seed(0)
     a = training.loss_fn(training.net, *next(iter(_batches(data.dataset))))
@@ -333,12 +338,13 @@ def test_resume_on_a_different_number_of_processes_continues_the_trajectory(comp
 
 def test_in_loop_evaluation_under_ddp_is_sharded_over_the_ranks(compose, tmp_path, monkeypatch, one_thread):
     """Every rank takes part in the in-loop evaluation (rank 0 alone would wait forever on the gathering)."""
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.train import train_or_reuse
 
     monkeypatch.chdir(tmp_path)  # the in-loop sample grids go to the job directory (here the cwd)
-    cfg = compose(FAST + [f"out_dir={tmp_path}", "trainer=ddp_cpu", "trainer.steps=2", "eval.every_n_steps=1",
-                          "eval.num_samples=21", "eval.batch_size=8"])
-    _, _, info = train_or_reuse(cfg)
+    exp = build_experiment(compose(FAST + [f"out_dir={tmp_path}", "trainer=ddp_cpu", "trainer.steps=2",
+                                           "eval.every_n_steps=1", "eval.num_samples=21", "eval.batch_size=8"]))
+    _, _, info = train_or_reuse(exp)
     rows = read_results(tmp_path / "results.jsonl")
     assert info["train_steps"] == 2 and rows["step"].tolist() == [1] and rows["num_samples"].tolist() == [21]
     assert (tmp_path / "samples_step0000001.png").exists()
@@ -369,15 +375,16 @@ def _last_ckpt(out_dir: Path) -> Path:
 
 
 def test_fsdp_shards_net_and_ema_alike_and_follows_the_one_process_trajectory(compose, tmp_path, one_thread):
-    from ablate.evaluate import evaluate_run
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.evaluation import evaluate
+    from ablate.pipeline.train import train_or_reuse
 
     ev = ["eval.num_samples=41", "eval.batch_size=8", "trainer.steps=4"]
     (tmp_path / "rec1").mkdir()
-    cfg = compose(FAST + [f"out_dir={tmp_path / 'one'}", *ev])
-    training, ema1, _ = train_or_reuse(cfg, callbacks=[RecordSteps(tmp_path / "rec1")])
+    exp = build_experiment(compose(FAST + [f"out_dir={tmp_path / 'one'}", *ev]))
+    training, ema1, _ = train_or_reuse(exp, callbacks=[RecordSteps(tmp_path / "rec1")])
     loss1 = [json.loads(line) for line in (tmp_path / "rec1" / "loss_rank0.jsonl").read_text().splitlines()]
-    ref_row = evaluate_run(cfg, training, ema1, {"train_steps": 4}, job_dir=tmp_path / "rec1")["rows"][0]
+    ref_row = evaluate(exp, training, ema1, {"train_steps": 4}, job_dir=tmp_path / "rec1")["rows"][0]
 
     res, loss2, shards = _fsdp(tmp_path, "fsdp", [*ev, "eval.every_n_steps=2"])
     assert res["info"]["train_steps"] == 4 and [r["local_batch"] for r in loss2] == [16] * 4
@@ -427,31 +434,34 @@ def test_fsdp_checkpoints_resume_on_one_process_and_one_process_checkpoints_on_f
 
 
 def test_ddp_and_fsdp_over_several_devices_are_refused_inside_a_local_sweep(compose, monkeypatch):
-    from ablate.build import ConfigError
-    from ablate.run import check_launch
+    from ablate.pipeline.build import ConfigError, build_experiment
+    from ablate.pipeline.jobs import check_launch
+
+    def trainer(overrides):
+        return build_experiment(compose(FAST + overrides)).trainer
 
     for strategy in ("ddp", "fsdp"):
-        cfg = compose(FAST + [f"trainer.strategy={strategy}", "trainer.devices=2"])
+        tr = trainer([f"trainer.strategy={strategy}", "trainer.devices=2"])
         with pytest.raises(ConfigError, match=f"strategy={strategy}.*relaunch the whole sweep.*ddp_spawn"):
-            check_launch(cfg, multirun=True)
-        check_launch(cfg, multirun=False)  # a single run: Lightning's re-execution is what creates the ranks
-    check_launch(compose(FAST + ["trainer=ddp_cpu"]), multirun=True)  # ddp_fork: no re-execution
-    check_launch(compose(FAST + ["trainer.strategy=ddp", "trainer.devices=1"]), multirun=True)
+            check_launch(tr, multirun=True)
+        check_launch(tr, multirun=False)  # a single run: Lightning's re-execution is what creates the ranks
+    check_launch(trainer(["trainer=ddp_cpu"]), multirun=True)  # ddp_fork: no re-execution
+    check_launch(trainer(["trainer.strategy=ddp", "trainer.devices=1"]), multirun=True)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # ranks created by torchrun (srun alike): fine
-    check_launch(compose(FAST + ["trainer.strategy=ddp", "trainer.devices=2"]), multirun=True)
+    check_launch(trainer(["trainer.strategy=ddp", "trainer.devices=2"]), multirun=True)
 
 
 def test_fsdp_options_are_validated():
-    from omegaconf import OmegaConf
+    from types import SimpleNamespace
 
-    from ablate.fsdp import build_strategy
+    from ablate.scale.fsdp import build_strategy
 
-    tr = OmegaConf.create({"strategy": "fsdp", "fsdp": {"sharding": "ZERO9", "activation_checkpointing": False}})
+    tr = SimpleNamespace(strategy="fsdp", fsdp={"sharding": "ZERO9", "activation_checkpointing": False})
     with pytest.raises(ValueError, match="ZERO9.*FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD"):
         build_strategy(tr)
-    tr.fsdp.sharding = "shard_grad_op"
+    tr.fsdp["sharding"] = "shard_grad_op"
     assert type(build_strategy(tr)).__name__ == "AblateFSDPStrategy"
-    assert build_strategy(OmegaConf.create({"strategy": "ddp"})) == "ddp"
+    assert build_strategy(SimpleNamespace(strategy="ddp", fsdp={})) == "ddp"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -492,7 +502,7 @@ def _slurm_sweep(out_dir: Path, overrides, **env):
 
 
 def test_job_dirname_keeps_short_names_and_cuts_long_ones_without_collisions():
-    from ablate.run import job_dirname
+    from ablate.pipeline.jobs import job_dirname
 
     assert job_dirname("sampler=ode,trainer.steps=2") == "sampler=ode,trainer.steps=2"
     assert job_dirname("data.root=/data/x.pt") == "data.root=_data_x.pt"
@@ -524,7 +534,7 @@ def test_submitit_slurm_launcher_one_job_per_point_with_srun_ranks_on_one_and_tw
 
     # Two nodes x one GPU: node ranks from SLURM_NODEID; a long override list still gets a valid job directory.
     sbatch, rows, logs = _slurm_sweep(tmp_path / "nodes", ["sampler=ode", "trainer.devices=1", "trainer.num_nodes=2",
-                                                          "+trainer.note=" + "x" * 200])
+                                                          "eval.inception_weights=/" + "x" * 200])
     assert "--nodes=2" in sbatch[0].split() and "--ntasks-per-node=1" in sbatch[0].split()
     assert "node=0(2), global_rank=0(2)" in logs and "node=1(2), global_rank=1(2)" in logs
     assert len(rows) == 1 and rows["value"].iloc[0] == pytest.approx(ref_fid, rel=1e-4)
@@ -625,7 +635,7 @@ def test_trainer_compile_trains_the_same_weights_on_two_processes(compose, tmp_p
 
 
 def test_is_global_zero_reads_the_launcher_rank_before_a_process_group_exists(monkeypatch):
-    from ablate.distributed import is_global_zero
+    from ablate.scale.distributed import is_global_zero
 
     for var in ("RANK", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
@@ -637,10 +647,10 @@ def test_is_global_zero_reads_the_launcher_rank_before_a_process_group_exists(mo
 
 
 def test_fsdp_config_errors_are_caught_before_any_work(compose):
-    from ablate.build import ConfigError, validate
+    from ablate.pipeline.build import ConfigError, build_experiment
 
     with pytest.raises(ConfigError, match="trainer.fsdp.sharding='ZERO9'.*FULL_SHARD"):
-        validate(compose(FAST + ["trainer.strategy=fsdp", "trainer.fsdp.sharding=zero9"]))
+        build_experiment(compose(FAST + ["trainer.strategy=fsdp", "trainer.fsdp.sharding=zero9"]))
     with pytest.raises(ConfigError, match="trainer.compile=true with trainer.strategy=fsdp"):
-        validate(compose(FAST + ["trainer.strategy=fsdp", "trainer.compile=true"]))
-    validate(compose(FAST + ["trainer.strategy=fsdp", "trainer.fsdp.sharding=hybrid_shard"]))
+        build_experiment(compose(FAST + ["trainer.strategy=fsdp", "trainer.compile=true"]))
+    build_experiment(compose(FAST + ["trainer.strategy=fsdp", "trainer.fsdp.sharding=hybrid_shard"]))

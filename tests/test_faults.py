@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.checkpointing import CheckpointError, atomic_torch_save, load_checkpoint
+from ablate.pipeline.checkpointing import CheckpointError, atomic_torch_save, load_checkpoint
 from ablate.results import read_results
 
 FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "trainer.batch_size=32",
@@ -75,7 +75,7 @@ def test_every_torch_load_uses_weights_only():
 
 
 def test_unwritable_output_dir_fails_before_training(compose, tmp_path):
-    from ablate.run import run
+    from ablate.pipeline.runner import run
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -86,7 +86,7 @@ def test_unwritable_output_dir_fails_before_training(compose, tmp_path):
 
 
 def test_full_output_dir_fails_before_training(compose, tmp_path, monkeypatch):
-    import ablate.run as r
+    import ablate.pipeline.runner as r
 
     real_open = open
 
@@ -129,7 +129,7 @@ def test_kill_during_evaluation_leaves_no_partial_row(tmp_path):
         def killed(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
         ablate.metrics.compute_metrics = killed
-        from ablate.run import run
+        from ablate.pipeline.runner import run
         run(cfg, job_dir={str(tmp_path / 'job')!r})
         """
     )
@@ -140,7 +140,7 @@ def test_kill_during_evaluation_leaves_no_partial_row(tmp_path):
 
 
 def test_nan_in_sampling_is_caught_with_sampler_named(compose, tmp_path):
-    from ablate.evaluate import generate
+    from ablate.pipeline.evaluation import generate
     from ablate.sampling import build_sampler
 
     sampler = build_sampler("ode_euler", interpolant="linear", prediction="velocity", steps=2)

@@ -21,7 +21,8 @@ def _script(out_dir, steps, kill_at=None, extra=(), sig="SIGKILL", sig_rank=0, c
         from hydra import compose, initialize_config_dir
         with initialize_config_dir(config_dir={os.path.abspath('conf')!r}, version_base="1.3"):
             cfg = compose("config", {overrides!r})
-        from ablate.run import train_or_reuse
+        from ablate.pipeline.build import build_experiment
+        from ablate.pipeline.train import train_or_reuse
         {prelude}
 
         class Kill(L.Callback):
@@ -29,7 +30,7 @@ def _script(out_dir, steps, kill_at=None, extra=(), sig="SIGKILL", sig_rank=0, c
                 if trainer.global_step == {kill_at!r} and trainer.global_rank == {sig_rank!r}:
                     os.kill(os.getpid(), signal.{sig})
 
-        train_or_reuse(cfg, callbacks=[Kill()])
+        train_or_reuse(build_experiment(cfg), callbacks=[Kill()])
         """
     )
 
@@ -109,12 +110,13 @@ def test_stop_signal_calls_the_previous_handler_after_saving(tmp_path):
 
 
 def test_second_run_of_same_training_config_reuses_the_checkpoint(tmp_path, compose):
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.train import train_or_reuse
 
     cfg = compose(MICRO + [f"out_dir={tmp_path}", "trainer.steps=2"])
-    _, ema1, info1 = train_or_reuse(cfg)
-    cfg2 = compose(MICRO + [f"out_dir={tmp_path}", "trainer.steps=2", "sampler=sde", "diffusion=sigma"])
-    _, ema2, info2 = train_or_reuse(cfg2)
+    _, ema1, info1 = train_or_reuse(build_experiment(cfg))
+    cfg2 = compose(MICRO + [f"out_dir={tmp_path}", "trainer.steps=2", "sampler=sde", "sde_coef=sigma"])
+    _, ema2, info2 = train_or_reuse(build_experiment(cfg2))
     assert info1["reused"] is False and info2["reused"] is True
     assert info1["train_key"] == info2["train_key"]
     for k in ema1:
@@ -122,9 +124,10 @@ def test_second_run_of_same_training_config_reuses_the_checkpoint(tmp_path, comp
 
 
 def test_nan_loss_stops_with_the_step_named(tmp_path, compose):
-    from ablate.lit import NonFiniteLossError
-    from ablate.run import train_or_reuse
+    from ablate.pipeline.build import build_experiment
+    from ablate.pipeline.lit import NonFiniteLossError
+    from ablate.pipeline.train import train_or_reuse
 
     cfg = compose(MICRO + [f"out_dir={tmp_path}", "trainer.steps=3", "trainer.lr=1e30", "trainer.nan_policy=stop"])
     with pytest.raises(NonFiniteLossError, match=r"step \d+"):
-        train_or_reuse(cfg)
+        train_or_reuse(build_experiment(cfg))

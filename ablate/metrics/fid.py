@@ -101,7 +101,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 # ----------------------------------------------------------------------------------------------------
 
 
-class _Uint8Images(Dataset):
+class Uint8Images(Dataset):
     """Presents images (a tensor, or a dataset of ``(image, label)`` / images) as uint8 ``[C, H, W]``."""
 
     def __init__(self, source: Tensor | Dataset, channels: int | None = None):
@@ -122,7 +122,7 @@ class _Uint8Images(Dataset):
         return x.contiguous()
 
 
-def _image_shape(source: Tensor | Dataset) -> tuple[int, ...]:
+def image_shape(source: Tensor | Dataset) -> tuple[int, ...]:
     x = source[0]
     return tuple((x[0] if isinstance(x, (tuple, list)) else x).shape)
 
@@ -176,7 +176,7 @@ def fidelity_setup(real, extractor: str, fake_shape, cache_dir=None, real_cache_
         cache_key = f"{dname}-{split}-n{len(real_ds)}"
     else:
         real_ds, cache_key = real, real_cache_name
-    real_shape = _image_shape(real_ds)
+    real_shape = image_shape(real_ds)
     if tuple(real_shape) != tuple(fake_shape):
         raise ValueError(f"fake images {tuple(fake_shape)} and real images {tuple(real_shape)} differ")
     kw: dict = {}
@@ -188,7 +188,7 @@ def fidelity_setup(real, extractor: str, fake_shape, cache_dir=None, real_cache_
         sha = extractor_checksum(name) if name != INCEPTION else "6726825d"
         kw["input2_cache_name"] = f"ablate-{cache_key}-{name}-{sha}"
     kw.update(cache=cache_key is not None, cache_root=str(cache_dir or default_cache_dir()))
-    return name, _Uint8Images(real_ds, channels), channels, kw
+    return name, Uint8Images(real_ds, channels), channels, kw
 
 
 def compute_metrics(fake_images: Tensor | Dataset, real: str | Dataset | Tensor, *, extractor: str = "auto",
@@ -216,12 +216,12 @@ def compute_metrics(fake_images: Tensor | Dataset, real: str | Dataset | Tensor,
     if bad or not metrics:
         raise ValueError(f"unknown metrics {bad or metrics}; valid choices: {', '.join(METRICS)}")
     flags = {_FLAGS[m] for m in metrics}
-    name, real_u8, channels, kwargs = fidelity_setup(real, extractor, _image_shape(fake_images), cache_dir,
+    name, real_u8, channels, kwargs = fidelity_setup(real, extractor, image_shape(fake_images), cache_dir,
                                                      real_cache_name, inception_weights)
     n1, n2 = len(fake_images), len(real_u8)
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     out = torch_fidelity.calculate_metrics(
-        input1=_Uint8Images(fake_images, channels), input2=real_u8,
+        input1=Uint8Images(fake_images, channels), input2=real_u8,
         feature_extractor=name, fid="fid" in flags, kid="kid" in flags, isc="isc" in flags,
         prc="prc" in flags, batch_size=batch_size, cuda=cuda, save_cpu_ram=True, verbose=verbose,
         kid_subset_size=min(kid_subset_size, n1, n2), samples_shuffle=False, **kwargs)

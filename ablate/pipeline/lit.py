@@ -1,9 +1,9 @@
-"""The LightningModule: thin. Built objects (network, loss function) are injected; see ablate/build.py.
+"""The LightningModule: thin. Built objects (network, loss function) are injected (ablate/pipeline/train.py).
 
 Determinism and exact resume: every training step re-seeds the global RNG from (seed, global_step), so
 the batch, t, noise and class dropout of step k do not depend on what happened before it. With several
 processes every rank draws them for the global batch and keeps its share
-(:class:`ablate.distributed.GlobalBatchRandom`), so they do not depend on the number of processes either.
+(:class:`ablate.scale.distributed.GlobalBatchRandom`), so they do not depend on the number of processes either.
 A run killed at any moment and resumed from its last checkpoint (weights, EMA, optimizer, step) therefore
 ends with the same weights as an uninterrupted one, also when resumed on another number of devices. The data
 order comes from :class:`StepSampler`, also a pure function of (seed, step).
@@ -12,7 +12,6 @@ order comes from :class:`StepSampler`, also a pure function of (seed, step).
 from __future__ import annotations
 
 import copy
-import math
 from typing import Callable, Iterator
 
 import lightning as L
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 
 from .metric_names import TRAIN_LOSS, TRAIN_SKIPPED_STEPS
 
-__all__ = ["DiffusionModule", "StepSampler", "StepData", "InLoopEval", "NonFiniteLossError", "step_seed"]
+__all__ = ["DiTLitModule", "StepSampler", "StepData", "NonFiniteLossError", "step_seed"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,7 +83,7 @@ class StepData(L.LightningDataModule):
         )
 
 
-class DiffusionModule(L.LightningModule):
+class DiTLitModule(L.LightningModule):
     """Trains ``net`` with ``loss_fn(net, x0, y) -> per-sample loss``; keeps an EMA copy for evaluation."""
 
     def __init__(
@@ -99,7 +98,10 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         nan_policy: str = "stop",
         conditional: bool = True,
+        config: dict | None = None,
     ):
+        """``config``: what the run's checkpoints store about it (its training groups and key), so that a
+        ``last.ckpt`` knows what it is as a ``final.pt`` does."""
         super().__init__()
         self.net = net
         self.ema = copy.deepcopy(net).requires_grad_(False).eval()
@@ -107,6 +109,7 @@ class DiffusionModule(L.LightningModule):
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
         self.ema_decay, self.seed, self.nan_policy = ema_decay, seed, nan_policy
         self.conditional = conditional
+        self.config = config or {}
         self.skipped_steps = 0
 
     def configure_optimizers(self):
@@ -125,8 +128,8 @@ class DiffusionModule(L.LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
             # Draw eps, t and class dropout for the whole global batch and keep this rank's slice, so the
-            # trajectory does not depend on the number of processes (ablate/distributed.py).
-            from .distributed import GlobalBatchRandom
+            # trajectory does not depend on the number of processes (ablate/scale/distributed.py).
+            from ..scale.distributed import GlobalBatchRandom
 
             with GlobalBatchRandom(self.global_rank, world, x.shape[0]):
                 loss = self.loss_fn(self.net, x, y if self.conditional else None).mean()
@@ -160,44 +163,7 @@ class DiffusionModule(L.LightningModule):
         self.trainer.callback_metrics["ablate/skipped_steps"] = torch.tensor(float(self.skipped_steps))
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["ablate"] = {"skipped_steps": self.skipped_steps, "seed": self.seed}
+        checkpoint["ablate"] = {"skipped_steps": self.skipped_steps, "seed": self.seed, "config": self.config}
 
     def on_load_checkpoint(self, checkpoint):
         self.skipped_steps = checkpoint.get("ablate", {}).get("skipped_steps", 0)
-
-
-class InLoopEval(L.Callback):
-    """Evaluate the EMA weights every ``every`` training steps (rows carry ``step``: FID over training).
-
-    With several processes every rank takes part, as in the final evaluation: each samples its share of
-    the images and rank 0 writes the row (a rank-0-only evaluation would wait forever on the feature
-    gathering). Under FSDP the sharded EMA is gathered first, on every rank. A module-level class so that
-    it pickles (``ddp_spawn``)."""
-
-    def __init__(self, cfg, training, every: int, logger=None, job_dir=None):
-        self.cfg, self.training, self.every, self.logger, self.job_dir = cfg, training, every, logger, job_dir
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        from pathlib import Path
-
-        from .build import train_key
-        from .evaluate import evaluate_run
-        from .fsdp import consolidated_state_dicts
-
-        s = trainer.global_step
-        if s % self.every or s >= self.cfg.trainer.steps:
-            return
-        ema = consolidated_state_dicts(module)[1]  # FSDP: gathered on every rank (training.net is a plain copy)
-        info = {"train_key": train_key(self.cfg), "reused": False, "train_steps": s}
-        evaluate_run(self.cfg, self.training, ema, info, job_dir=Path(self.job_dir or "."), logger=self.logger,
-                     step=s)
-
-
-def count_images(step: int, batch_size: int) -> int:
-    return int(step) * int(batch_size)
-
-
-def finite_or_raise(x: float, what: str) -> float:
-    if not math.isfinite(x):
-        raise FloatingPointError(f"{what} is not finite ({x})")
-    return x

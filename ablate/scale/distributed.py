@@ -3,7 +3,7 @@
 Three guarantees, each tested on CPU with two gloo processes (``tests/test_distributed.py``):
 
 1. **Training does not depend on the number of processes.** The data order comes from
-   :class:`ablate.lit.StepSampler` (a global order; rank r takes the contiguous share
+   :class:`ablate.pipeline.lit.StepSampler` (a global order; rank r takes the contiguous share
    ``[r B/W, (r+1) B/W)`` of every global batch of B images over W processes). The per-sample randomness of a
    step (noise eps, time t, class dropout) is drawn for the *global* batch on every rank from the same seed and
    each rank keeps its share (:class:`GlobalBatchRandom`), so image i of step k sees the same (x, eps, t, drop)
@@ -12,7 +12,7 @@ Three guarantees, each tested on CPU with two gloo processes (``tests/test_distr
    communication. Hence a run resumed on another number of devices continues the same trajectory.
 2. **Evaluation is sharded by image index.** Rank r generates images :func:`shard_range` (contiguous), with the
    per-image seeds and labels that single-process generation gives the same indices
-   (``ablate.evaluate.generate(start=...)``); features are gathered in rank order, which is index order, and
+   (``ablate.pipeline.evaluation.generate(start=...)``); features are gathered in rank order, which is index order, and
    one FID is computed from them: the same samples, the same features, the same number.
 3. **No rank duplicates a side effect**: only rank 0 writes result rows, grids and checkpoints.
 """
@@ -191,11 +191,11 @@ def extract_features(images: Tensor, feat_extractor, feat_layer: str, *, channel
     """torch-fidelity features ``[N, D]`` of float images in [-1, 1] (or uint8), as compute_metrics feeds them."""
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
-    from .metrics.fid import _Uint8Images
+    from ..metrics.fid import Uint8Images
 
     if len(images) == 0:
         raise ValueError("no images to extract features from")
-    fd = get_featuresdict_from_dataset(_Uint8Images(images, channels), feat_extractor, batch_size, cuda,
+    fd = get_featuresdict_from_dataset(Uint8Images(images, channels), feat_extractor, batch_size, cuda,
                                        save_cpu_ram=True, verbose=False)
     return fd[feat_layer]
 
@@ -222,11 +222,11 @@ def sharded_fid(local_images: Tensor, real, *, extractor: str = "auto", batch_si
     )
     from torch_fidelity.utils import create_feature_extractor, resolve_feature_layer_for_metric
 
-    from .metrics.fid import _image_shape, fidelity_setup
+    from ..metrics.fid import fidelity_setup, image_shape
 
     rank, world = rank_world()
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
-    name, real_ds, channels, kw = fidelity_setup(real, extractor, _image_shape(local_images), cache_dir,
+    name, real_ds, channels, kw = fidelity_setup(real, extractor, image_shape(local_images), cache_dir,
                                                   real_cache_name, inception_weights)
     layer = resolve_feature_layer_for_metric("fid", feature_extractor=name)
     fe = create_feature_extractor(name, [layer], cuda=cuda, verbose=False, **kw)
@@ -250,8 +250,8 @@ def sharded_metrics(local_images: Tensor, real, *, extractor: str = "auto", metr
     them, the others ``None``). FID alone goes through :func:`sharded_fid` (features gathered); KID, IS and
     precision/recall need the full feature sets inside torch-fidelity, so for them the images are gathered to
     every rank as uint8 (1 byte per pixel) and rank 0 computes everything with ``compute_metrics``."""
-    from .data.embedded import to_uint8
-    from .metrics import compute_metrics
+    from ..data.embedded import to_uint8
+    from ..metrics import compute_metrics
 
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if set(metrics) == {"fid"}:

@@ -4,7 +4,7 @@ For models whose weights + AdamW state + EMA do not fit one device. DDP is the d
 (DiT-XL/2 fits an 80 GB GPU); FSDP trades extra all-gathers for memory. What stays true with FSDP:
 
 - **The trajectory does not depend on the number of ranks**, as with DDP: the data stream and the step
-  randomness are the same (:mod:`ablate.distributed`); FSDP's reduce-scatter averages the per-rank gradients.
+  randomness are the same (:mod:`ablate.scale.distributed`); FSDP's reduce-scatter averages the per-rank gradients.
 - **The EMA is sharded alike and stays consistent without communication.** The wrap policy makes every
   ``DiTBlock`` and each whole ``DiT`` (``net`` and ``ema``) its own FSDP unit, so ``ema`` and ``net`` have the
   same flat-parameter layout and every rank holds the same slice of both; ``optimizer_step``'s
@@ -83,7 +83,7 @@ def _fsdp_cls():
 
 def sharding_of(tr) -> str:
     """``trainer.fsdp.sharding`` upper-cased, or a ValueError naming the valid choices."""
-    sharding = str((tr.get("fsdp") or {}).get("sharding", "FULL_SHARD")).upper()
+    sharding = str((tr.fsdp or {}).get("sharding", "FULL_SHARD")).upper()
     if sharding not in FSDP_SHARDING:
         raise ValueError(f"trainer.fsdp.sharding={sharding!r} is not one of {', '.join(FSDP_SHARDING)}")
     return sharding
@@ -95,9 +95,9 @@ def build_strategy(tr) -> Any:
     name = str(tr.strategy)
     if name != "fsdp":
         return name
-    from .models.dit import DiT, DiTBlock
+    from ..models.dit import DiT, DiTBlock
 
-    opts = tr.get("fsdp") or {}
+    opts = tr.fsdp or {}
     sharding = sharding_of(tr)
     return _fsdp_cls()(
         auto_wrap_policy={DiTBlock, DiT},  # each block, and net / ema as wholes: identical layouts (see above)
@@ -115,7 +115,7 @@ def is_fsdp(trainer) -> bool:
 
 
 def consolidated_state_dicts(module) -> tuple[dict, dict]:
-    """``(net, ema)`` full state dicts of a :class:`ablate.lit.DiffusionModule`, on CPU.
+    """``(net, ema)`` full state dicts of a :class:`ablate.pipeline.lit.DiTLitModule`, on CPU.
 
     Under FSDP this gathers the shards on every rank (a collective: all ranks must call it); otherwise it is
     ``module.net.state_dict(), module.ema.state_dict()``.

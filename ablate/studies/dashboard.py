@@ -1,17 +1,18 @@
 """W&B dashboards as code: one saved workspace per study, built with W&B's ``wandb-workspaces`` library.
 
-    python -m ablate.dashboard --study sit_walk --entity E --project P [--scale cpu] [--override K=V] [--dry-run]
-    python -m ablate.dashboard study=sit_walk entity=E project=P          # the same, Hydra-style
+    python -m ablate.studies dashboard --study sit_walk --entity E --project P [--scale cpu] [--override K=V]
+        [--dry-run]
+    python -m ablate.studies dashboard study=sit_walk entity=E project=P          # the same, Hydra-style
 
 The workspace is derived from the study, not written by hand. Every row of ``experiments/<study>.yaml`` is composed
-into the config a run of that row has (:func:`ablate.studies.compose_row`, same scale, same extra overrides), and
+into the config a run of that row has (:func:`ablate.studies.catalog.compose_row`, same scale, same extra
+overrides) and built (:func:`ablate.pipeline.build.build_experiment`), and
 
-- the *varied axes* are the axes of :func:`ablate.build.axes` whose values differ across the rows, plus any other
-  config leaf that differs and is not implied by them (``config.model.depth`` when a study sizes the model by
-  overrides; the run's W&B config holds the whole resolved config under ``config``);
-- every metric key comes from :mod:`ablate.metric_names`, the module the logging code imports its names from,
-  with the evaluation budget (``eval.num_samples``) of the composed rows: a renamed metric, or another budget,
-  renames the panels' keys too. Config keys are axis names, which :mod:`ablate.run` writes into the W&B config.
+- the *varied axes* are the axes of :meth:`Experiment.axes` whose values differ across the rows (the model's
+  architecture overrides are axes too: ``model_depth`` when a study sizes the model by overrides);
+- every metric key comes from :mod:`ablate.pipeline.metric_names`, the module the logging code imports its names
+  from, with the evaluation budget (``eval.num_samples``) of the composed rows: a renamed metric, or another
+  budget, renames the panels' keys too. Config keys are axis names, which a run writes into its W&B config.
 
 Sections (each named ``<study>: ...``): *table* (final FID per setting; the runs table is pinned to the row id,
 the varied axes and the final FID), *FID vs GFLOPs* (model, sample, train; and the guidance scale for a guidance
@@ -35,8 +36,7 @@ import json
 import sys
 from typing import Any, Iterable, Sequence
 
-from . import metric_names as mn
-from .wandb_offline import flatten as _flatten
+from ..pipeline import metric_names as mn
 from .wandb_offline import logged_keys
 
 __all__ = ["spec_for_study", "build_spec", "to_workspace", "referenced_keys", "study_configs", "study_axes",
@@ -56,10 +56,11 @@ PANEL_TYPES = ("bar", "scatter", "line", "parallel", "media")
 def study_configs(study: str, scale: str = "cpu", extra: Sequence[str] = ()) -> tuple[dict, list]:
     """(study metadata, [(row id, composed DictConfig)]) for every row the study runs at ``scale``.
 
-    Each config is composed by :func:`ablate.studies.compose_row`, the function that runs the row, with the same
-    ``extra`` overrides the runs were launched with; rows the study skips at this scale are left out.
+    Each config is composed by :func:`ablate.studies.catalog.compose_row`, the function that gives the row's run
+    config, with the same ``extra`` overrides the runs were launched with; rows the study skips at this scale are
+    left out.
     """
-    from .studies import compose_row, load_study
+    from .catalog import compose_row, load_study
 
     st = load_study(study)
     rows = [(r.id, compose_row(st, r, scale, extra=list(extra))) for r in st.rows if not r.skip_reason(scale)]
@@ -69,26 +70,10 @@ def study_configs(study: str, scale: str = "cpu", extra: Sequence[str] = ()) -> 
 
 
 def study_axes(configs: Sequence[Any]) -> list[dict[str, Any]]:
-    """Per row: :func:`ablate.build.axes` plus every other config leaf that varies across the rows and is not
-    implied by the varied axes (e.g. ``config.model.depth`` when a study changes the model size by overrides).
+    """Per row: :meth:`ablate.pipeline.build.Experiment.axes` of the built config (what its W&B config holds)."""
+    from ..pipeline.build import build_experiment
 
-    Such a leaf is named ``config.<path>``: the run's W&B config holds the whole resolved config under ``config``
-    (see ``ablate.run``), so a panel can read it there.
-    """
-    from omegaconf import OmegaConf
-
-    from .build import axes
-
-    rows = [axes(c) for c in configs]
-    leaves = [_flatten(OmegaConf.to_container(c, resolve=True)) for c in configs]
-    paths = [p for p in leaves[0] if p.split(".")[0] not in ("row", "study")
-             and len({_value(lv.get(p)) for lv in leaves}) > 1]
-    if paths:
-        extra = [{f"config.{p}": lv.get(p) for p in paths} for lv in leaves]
-        both = [{**r, **e} for r, e in zip(rows, extra, strict=True)]
-        kept = independent_axes(both, varied_axes(rows, allow_empty=True) + list(extra[0]))
-        rows = [{**r, **{k: e[k] for k in extra[0] if k in kept}} for r, e in zip(rows, extra, strict=True)]
-    return rows
+    return [build_experiment(c).axes() for c in configs]
 
 
 def varied_axes(axes_per_row: Sequence[dict[str, Any]], allow_empty: bool = False) -> list[str]:
@@ -312,7 +297,7 @@ def spec_for_study(study: str, *, scale: str = "cpu", extra: Sequence[str] = (),
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablate.dashboard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ablate.studies dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True, help="a study name (experiments/<study>.yaml)")
     p.add_argument("--entity", help="W&B entity that owns the project (required unless --dry-run)")
     p.add_argument("--project", help="W&B project the runs were synced to (required unless --dry-run)")
