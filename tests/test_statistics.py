@@ -17,7 +17,9 @@ from ablate.statistics import (
     EVAL,
     TRAIN,
     Interval,
+    best_of,
     cell_interval,
+    monotone,
     paired_difference,
     variance_components,
     verdict,
@@ -264,12 +266,66 @@ def test_verdict_rules():
         verdict(iv(1, 3), 1.0, tie_tol=-1)
 
 
+# ----------------------------------------------------------------------------------------- claims on rows
+def study(means, seed_sd=5.0, noise_sd=0.3, n_train=3, n_eval=2, seed=0) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(0, seed_sd, (n_train, 1))
+    return {name: frame(m + shared + rng.normal(0, noise_sd, (n_train, n_eval))) for name, m in means.items()}
+
+
+def test_monotone_holds_tie_reversed_na():
+    assert monotone(study({"S": 40, "B": 30, "L": 20, "XL": 15})).verdict == "holds"
+    c = monotone(study({"S": 40, "B": 30, "L": 20, "XL": 20.05}))
+    assert c.verdict == "tie" and [x.verdict for x in c.comparisons] == ["holds", "holds", "tie"]
+    r = monotone(study({"S": 40, "B": 30, "L": 35}))
+    assert r.verdict == "reversed" and r.comparisons[1].verdict == "reversed"
+    assert monotone(list(study({"a": 1, "b": 5, "c": 9}).items()), direction="increasing").verdict == "holds"
+    one = {k: v.iloc[:1] for k, v in study({"S": 40, "B": 30}).items()}
+    assert monotone(one).verdict == "n/a"
+    one_train = {k: v[v["train_seed"] == 0] for k, v in study({"S": 40, "B": 30}, n_eval=4).items()}
+    assert monotone(one_train).verdict == "holds" and monotone(one_train, require_train=True).verdict == "n/a"
+
+
+def test_monotone_holm_adjustment():
+    """A step reversed at the unadjusted level (one-sided p = 0.018 < 0.025) but not after Holm over 4 steps
+    (4 x 0.018 > 0.025) reads "tie"; alone (1 step) it reads "reversed"."""
+    base = np.array([0.0, 5.0, -3.0])  # shared seed effects
+    steps = [np.full(3, -10.0), np.full(3, -10.0) + [0, 0.1, -0.1], np.array([-10.0, -10.2, -9.9]),
+             np.array([1.0, 1.5, 2.0])]
+    vals = [50 + base]
+    for s in steps:
+        vals.append(vals[-1] + s)
+    rows = {f"r{k}": frame(v[:, None]) for k, v in enumerate(vals)}
+    c = monotone(rows)
+    last = c.comparisons[-1]
+    assert last.raw_verdict == "reversed" and last.verdict == "tie" and c.verdict == "tie"
+    assert last.p_reversed == pytest.approx(stats.t.sf(1.5 / (0.5 / math.sqrt(3)), 2))
+    assert last.p_reversed_holm == pytest.approx(4 * last.p_reversed)
+    assert monotone({"r3": rows["r3"], "r4": rows["r4"]}).verdict == "reversed"
+
+
+def test_best_of():
+    rows = study({"a": 30, "b": 20, "c": 25, "d": 31})
+    c = best_of(rows)
+    assert c.best == "b" and c.verdict == "holds" and len(c.comparisons) == 3
+    assert all(x.a == "b" and x.diff.estimate > 0 for x in c.comparisons)
+    tie = best_of(study({"a": 30, "b": 20, "c": 20.02}))
+    assert tie.verdict == "tie" and tie.ties in (("c",), ("b",))
+    rev = best_of(rows, claimed="d")
+    assert rev.verdict == "reversed" and rev.best == "d"
+    assert best_of(study({"a": 1.0, "b": 2.0}), lower_is_better=False).best == "b"
+    with pytest.raises(KeyError):
+        best_of(rows, claimed="zz")
+
+
 # --------------------------------------------------------------------------------------------------- errors
 def test_nan_value_refused_naming_row_and_seeds():
     d = frame([[10.0, 11.0], [12.0, 13.0]])
     d.loc[3, "value"] = np.nan
     with pytest.raises(ValueError, match=r"B/2: value nan at train_seed=1, eval_seed=1"):
         cell_interval(d, name="B/2")
+    with pytest.raises(ValueError, match=r"XL: value nan at train_seed=1"):
+        best_of({"S": frame([[1.0, 2.0], [3.0, 4.0]]), "XL": d})
     with pytest.raises(ValueError, match="b: value nan"):
         paired_difference(frame([[1.0, 2.0], [3.0, 4.0]]), d)
 
@@ -285,3 +341,15 @@ def test_bad_frames_refused():
         cell_interval([1.0, 2.0])
     with pytest.raises(ValueError, match="level"):
         cell_interval(frame([[1.0, 2.0]]), level=95)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_train,n_eval", [(2, 1), (3, 2), (4, 3), (5, 5)])
+def test_coverage_and_null_verdicts_across_designs(n_train, n_eval):
+    """Slow: 10000 draws per design. Row-mean coverage and null-difference verdict rates stay nominal."""
+    rng = np.random.default_rng(100 + 10 * n_train + n_eval)
+    y = simulate_nested(rng, 10000, n_train, n_eval, 1.5, 1.0)
+    assert 0.94 <= np.mean([cell_interval(frame(v)).covers(50.0) for v in y]) <= 0.96
+    a, b = simulate_pairs(rng, 10000, 0.0, n_train=n_train, n_eval=n_eval)
+    v = [verdict(paired_difference(frame(x), frame(y)), paper_diff=1.0) for x, y in zip(a, b, strict=True)]
+    assert 0.94 <= rate(v, "tie") <= 0.96 and 0.018 <= rate(v, "holds") <= 0.032

@@ -65,11 +65,11 @@ Caveats
 """
 
 from ._data import EVAL, TRAIN
-from .claims import VERDICTS, verdict
+from .claims import VERDICTS, Claim, Comparison, best_of, monotone, verdict
 from .intervals import Interval, VarianceComponents, cell_interval, paired_difference, variance_components
 
 __all__ = [
     "TRAIN", "EVAL", "VERDICTS",
     "Interval", "cell_interval", "paired_difference", "VarianceComponents", "variance_components",
-    "verdict",
+    "verdict", "Comparison", "Claim", "best_of", "monotone",
 ]
