@@ -19,8 +19,11 @@ from ablate.statistics import (
     Interval,
     best_of,
     cell_interval,
+    kendall_tau_b,
+    kendall_tau_interval,
     monotone,
     paired_difference,
+    rank_comparison,
     variance_components,
     verdict,
 )
@@ -316,6 +319,56 @@ def test_best_of():
     assert best_of(study({"a": 1.0, "b": 2.0}), lower_is_better=False).best == "b"
     with pytest.raises(KeyError):
         best_of(rows, claimed="zz")
+
+
+# ------------------------------------------------------------------------------------------------ orderings
+def test_kendall_tau_b_hand_example_with_ties():
+    paper, ours = [1, 2, 2, 3, 4], [1, 3, 2, 2, 5]
+    # C = 7, D = 1, one pair tied in each: (7 - 1) / sqrt(9 * 9)
+    assert kendall_tau_b(paper, ours) == pytest.approx(2 / 3)
+    assert kendall_tau_b(paper, ours) == pytest.approx(stats.kendalltau(paper, ours).statistic)
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, 9).astype(float), rng.integers(0, 4, 9).astype(float)
+        assert kendall_tau_b(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, nan_ok=True)
+    assert math.isnan(kendall_tau_b([1, 1, 1], [1, 2, 3]))
+
+
+def test_kendall_tau_interval_estimate_and_width():
+    paper = {f"r{k}": float(k) for k in range(8)}
+    # one value per row: the estimate is tau-b of the row values, nothing to resample
+    flat = {r: frame([[v]]) for r, v in zip(paper, [0, 2, 1, 3, 5, 4, 7, 6], strict=True)}
+    t = kendall_tau_interval(paper, flat)
+    assert t.estimate == pytest.approx(stats.kendalltau(list(paper.values()), [0, 2, 1, 3, 5, 4, 7, 6]).statistic)
+    assert not t.defined
+    strong = study({r: 100.0 * v for r, v in paper.items()}, noise_sd=1.0, n_train=4)
+    s = kendall_tau_interval(paper, strong, n_boot=500)
+    assert s.estimate == 1.0 and s.covers(s.estimate) and s.width < 0.05 and s.sources == (TRAIN, EVAL)
+    assert s.format(2) == "1.00 [1.00, 1.00] (n=4x2)" and "training seeds and eval seeds" in s.method
+    none = study({r: 10.0 for r in paper}, noise_sd=1.0, n_train=4, seed=3)
+    n = kendall_tau_interval(paper, none, n_boot=500)
+    assert -1 <= n.lo <= n.estimate <= n.hi <= 1 and n.width > 0.5, n
+    # the shared seed effect (SD 50) cancels: the same seed draw for every row keeps the pairing
+    paired = study({r: 2.0 * v for r, v in paper.items()}, seed_sd=50.0, noise_sd=0.05, n_train=3)
+    assert kendall_tau_interval(paper, paired, n_boot=500).width < 0.05
+
+
+def test_kendall_tau_interval_missing_cells_and_rows():
+    paper = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "only_paper": 5.0}
+    rows = study({"a": 10.0, "b": 20.0, "c": 30.0, "d": 40.0, "only_ours": 1.0}, noise_sd=1.0, n_train=4)
+    rows["b"] = rows["b"][rows["b"]["train_seed"] != 1]
+    t = kendall_tau_interval(paper, rows, n_boot=300)
+    assert t.estimate == 1.0 and t.defined and t.covers(1.0) and "4 rows" in t.method
+    assert not kendall_tau_interval({"a": 1.0}, rows).defined
+
+
+def test_rank_comparison_ties_averaged():
+    r = rank_comparison({"a": 1.0, "b": 2.0, "c": 2.0, "d": 5.0}, {"a": 3.0, "b": Interval(1.0), "c": 2.0, "e": 7.0})
+    assert list(r["row"]) == ["a", "b", "c", "d", "e"]
+    assert list(r["paper_rank"][:3]) == [1.0, 2.5, 2.5] and list(r["our_rank"][:3]) == [3.0, 1.0, 2.0]
+    assert r["paper_rank"][3:].isna().all() and r["rank_diff"][0] == 2.0
+    hi = rank_comparison({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.0}, lower_is_better=False)
+    assert list(hi["row"]) == ["b", "a"]
 
 
 # --------------------------------------------------------------------------------------------------- errors

@@ -67,9 +67,11 @@ Caveats
 from ._data import EVAL, TRAIN
 from .claims import VERDICTS, Claim, Comparison, best_of, monotone, verdict
 from .intervals import Interval, VarianceComponents, cell_interval, paired_difference, variance_components
+from .ranks import kendall_tau_b, kendall_tau_interval, rank_comparison
 
 __all__ = [
     "TRAIN", "EVAL", "VERDICTS",
     "Interval", "cell_interval", "paired_difference", "VarianceComponents", "variance_components",
     "verdict", "Comparison", "Claim", "best_of", "monotone",
+    "kendall_tau_b", "kendall_tau_interval", "rank_comparison",
 ]
