@@ -17,13 +17,20 @@ from ablate.statistics import (
     EVAL,
     TRAIN,
     Interval,
+    VarianceComponents,
     best_of,
     cell_interval,
+    detection_power,
     kendall_tau_b,
     kendall_tau_interval,
+    min_detectable_difference,
     monotone,
+    paired_diff_sd,
     paired_difference,
     rank_comparison,
+    resolution,
+    seeds_needed,
+    study_resolution,
     variance_components,
     verdict,
 )
@@ -369,6 +376,59 @@ def test_rank_comparison_ties_averaged():
     assert r["paper_rank"][3:].isna().all() and r["rank_diff"][0] == 2.0
     hi = rank_comparison({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.0}, lower_is_better=False)
     assert list(hi["row"]) == ["b", "a"]
+
+
+# ------------------------------------------------------------------------------------------------------ power
+def test_min_detectable_difference_closed_form_and_exact():
+    sd, n = 2.0, 5
+    closed = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
+    assert min_detectable_difference(sd, n, method="approx") == pytest.approx(closed)
+    exact = min_detectable_difference(sd, n)
+    assert detection_power(exact, sd, n) == pytest.approx(0.8, abs=1e-8)
+    assert exact > closed and detection_power(closed, sd, n) < 0.8
+    # many seeds: the normal-theory limit (z_0.975 + z_0.8) sd / sqrt(n)
+    assert min_detectable_difference(sd, 10_000) == pytest.approx((1.959964 + 0.841621) * sd / 100, rel=1e-3)
+    with pytest.raises(ValueError):
+        min_detectable_difference(sd, 1)
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_min_detectable_difference_is_detected_at_the_stated_power(n_seeds):
+    """Simulate the paired design with a true difference equal to the (exact) minimum detectable one: the
+    verdict "holds" comes out about 80% of the time."""
+    rng = np.random.default_rng(10 + n_seeds)
+    sd = diff_sd(n_eval=2)
+    mdd = min_detectable_difference(sd, n_seeds)
+    a, b = simulate_pairs(rng, 3000, -mdd, n_train=n_seeds)
+    v = [verdict(paired_difference(frame(x), frame(y)), paper_diff=-1.0) for x, y in zip(a, b, strict=True)]
+    assert 0.77 <= rate(v, "holds") <= 0.83, rate(v, "holds")
+
+
+def test_seeds_needed_inverts_min_detectable_difference():
+    sd = 1.3
+    for d in (0.5, 1.0, 3.0):
+        n = seeds_needed(d, sd)
+        assert min_detectable_difference(sd, n) <= d
+        assert n == 2 or min_detectable_difference(sd, n - 1) > d
+    assert seeds_needed(100.0, sd) == 2
+
+
+def test_paired_diff_sd_and_resolution():
+    """40 rows x 100 seeds with a large shared seed effect and missing cells: the per-seed difference SD is
+    sqrt(2) x the row-specific SD (row-by-seed part 0.5, eval noise 0.5 averaged over 2 eval seeds)."""
+    rng = np.random.default_rng(11)
+    rows = study({f"r{k}": 30.0 + k for k in range(40)}, seed_sd=5.0, noise_sd=0.0, n_train=100, n_eval=2)
+    specific = rng.normal(0, 0.5, (40, 100, 1)) + rng.normal(0, 0.5, (40, 100, 2))
+    rows = {r: d.assign(value=d["value"] + specific[k].ravel()) for k, (r, d) in enumerate(rows.items())}
+    rows["r3"] = rows["r3"][rows["r3"]["train_seed"] > 4]  # 5 cells missing
+    sd, df = paired_diff_sd(rows)
+    assert sd == pytest.approx(diff_sd(), rel=0.05) and df == 3995 - (40 + 100 - 1)
+    r = study_resolution(rows, difference=0.5)
+    assert r.n_seeds == 100 and r.min_difference == pytest.approx(min_detectable_difference(sd, 100))
+    assert r.seeds_needed == seeds_needed(0.5, sd)
+    vc = VarianceComponents(train_var=4.0, eval_var=1.0, n_train=3, n_eval=2.0, df_train=2, df_eval=3)
+    assert resolution(vc, 3).diff_sd == pytest.approx(math.sqrt(2 * (4.0 + 0.5)))
+    assert resolution([1.0, 2.0], 3).diff_sd == pytest.approx(math.sqrt(2.5))
 
 
 # --------------------------------------------------------------------------------------------------- errors

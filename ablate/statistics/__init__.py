@@ -67,6 +67,15 @@ Caveats
 from ._data import EVAL, TRAIN
 from .claims import VERDICTS, Claim, Comparison, best_of, monotone, verdict
 from .intervals import Interval, VarianceComponents, cell_interval, paired_difference, variance_components
+from .power import (
+    Resolution,
+    detection_power,
+    min_detectable_difference,
+    paired_diff_sd,
+    resolution,
+    seeds_needed,
+    study_resolution,
+)
 from .ranks import kendall_tau_b, kendall_tau_interval, rank_comparison
 
 __all__ = [
@@ -74,4 +83,6 @@ __all__ = [
     "Interval", "cell_interval", "paired_difference", "VarianceComponents", "variance_components",
     "verdict", "Comparison", "Claim", "best_of", "monotone",
     "kendall_tau_b", "kendall_tau_interval", "rank_comparison",
+    "detection_power", "min_detectable_difference", "seeds_needed", "paired_diff_sd", "Resolution", "resolution",
+    "study_resolution",
 ]
