@@ -1,4 +1,4 @@
-"""ablate.statistics against known answers: hand-computed values, scipy, closed forms, and seeded simulations.
+"""ablate.studies.statistics against known answers: hand-computed values, scipy, closed forms, and seeded simulations.
 
 Simulation bands: with R repetitions a rate p has SD sqrt(p (1 - p) / R); each band below is >= 4 SDs wide on
 each side of the expected rate, so a re-seeded run passes with overwhelming probability too.
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ablate.statistics import (
+from ablate.studies.statistics import (
     EVAL,
     TRAIN,
     Interval,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._data import TRAIN, read_row, two_sided_q
+from .measurements import TRAIN, read_row, two_sided_q
 from .intervals import Interval, paired_difference
 
 __all__ = ["VERDICTS", "verdict", "Comparison", "Claim", "best_of", "monotone"]

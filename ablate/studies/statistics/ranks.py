@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._data import EVAL, TRAIN, _sort_key, read_row, two_sided_q
+from .measurements import EVAL, TRAIN, sort_key, read_row, two_sided_q
 from .intervals import Interval
 
 __all__ = ["kendall_tau_b", "kendall_tau_interval", "rank_comparison"]
@@ -50,8 +50,8 @@ def _cube(rows: list) -> tuple[np.ndarray, np.ndarray]:
     """Values as an array (rows, train seeds, eval positions), NaN where missing, and the eval count per train
     seed. Train seeds are the union over rows; eval labels under a train seed are the union over rows, so a
     shared eval label sits at the same position in every row (the pairing survives the resampling)."""
-    train = sorted({s for r in rows for s in r.seeds}, key=_sort_key)
-    evals = [sorted({e for r in rows for e in r.seeds.get(s, {})}, key=_sort_key) for s in train]
+    train = sorted({s for r in rows for s in r.seeds}, key=sort_key)
+    evals = [sorted({e for r in rows for e in r.seeds.get(s, {})}, key=sort_key) for s in train]
     cube = np.full((len(rows), len(train), max(len(e) for e in evals)), np.nan)
     for i, r in enumerate(rows):
         for k, s in enumerate(train):

@@ -23,7 +23,7 @@ def _label(x: Any) -> Any:
     return x.item() if hasattr(x, "item") else x
 
 
-def _sort_key(x: Any) -> tuple[str, Any]:
+def sort_key(x: Any) -> tuple[str, Any]:
     return (type(x).__name__, x) if isinstance(x, (int, float, str)) else ("~", str(x))
 
 
@@ -39,7 +39,7 @@ class RowData:
 
     @property
     def train_labels(self) -> list[Any]:
-        return sorted(self.seeds, key=_sort_key)
+        return sorted(self.seeds, key=sort_key)
 
     @property
     def n_train(self) -> int:

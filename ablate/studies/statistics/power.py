@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from ._data import _sort_key, read_row, two_sided_q
+from .measurements import sort_key, read_row, two_sided_q
 from .intervals import VarianceComponents
 
 __all__ = ["detection_power", "min_detectable_difference", "seeds_needed", "paired_diff_sd", "Resolution",
@@ -95,7 +95,7 @@ def paired_diff_sd(rows: Mapping[str, pd.DataFrame], value: str = "value", train
     NaN (0 df) when the study has too few cells (needs more cells than rows + seeds - 1).
     """
     data = [read_row(d, value, train, eval, r) for r, d in rows.items()]
-    seeds = sorted({s for r in data for s in r.seeds}, key=_sort_key)
+    seeds = sorted({s for r in data for s in r.seeds}, key=sort_key)
     col = {s: k for k, s in enumerate(seeds)}
     y, x = [], []
     for i, r in enumerate(data):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._data import EVAL, TRAIN, RowData, read_row, t_bounds, t_stats, welch_stats
+from .measurements import EVAL, TRAIN, RowData, read_row, t_bounds, t_stats, welch_stats
 
 __all__ = ["Interval", "cell_interval", "paired_difference", "VarianceComponents", "variance_components"]
 
