@@ -12,6 +12,9 @@ Fixed-step solvers on a float64 grid of ``steps + 1`` points (:func:`~ablate.sam
 with h_i = t_{i+1} - t_i < 0. Every other method goes through ``torchdiffeq.odeint``: adaptive ones
 (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``) with atol/rtol, fixed ones
 (``midpoint``, ``rk4``, ``heun3``, ...) on the same grid. NFE is counted by wrapping the model, always.
+Adaptive steps are made to land on the end of the interval (torchdiffeq's ``step_t``), so the model is never
+evaluated outside [t_min, t_max] (SiT's call steps past the end and interpolates back: at the VP data end
+that evaluates t < 0, where sigma is NaN, and the solve fails with "underflow in dt").
 """
 
 from __future__ import annotations
@@ -115,7 +118,9 @@ class ODESampler(BaseSampler):
 
         if self.method in ADAPTIVE_METHODS:
             t = torch.tensor([self.t_max, self.t_min], dtype=z.dtype, device=z.device)
-            xs = odeint(f, z, t, method=self.method, atol=self.atol, rtol=self.rtol)
+            # step_t: land a step on the end instead of stepping past it and interpolating back, which would
+            # evaluate the model outside [t_min, t_max] (VP beyond t = 0 has alpha > 1: sigma = NaN)
+            xs = odeint(f, z, t, method=self.method, atol=self.atol, rtol=self.rtol, options=dict(step_t=t[1:]))
         else:
             t = self.times.to(dtype=z.dtype, device=z.device)
             xs = odeint(f, z, t, method=self.method)
