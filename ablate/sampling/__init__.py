@@ -7,6 +7,7 @@ return_trajectory=False) -> SampleOutput(x, nfe, trajectory, times)``. Build the
 
 from .base import Field, SampleOutput  # noqa: F401
 from .discrete import DiscreteSampler, as_paper_time  # noqa: F401
+from .encode import EncodeOutput, RoundTripOutput, encode, round_trip  # noqa: F401
 from .grids import GRIDS, time_grid  # noqa: F401
 from .guidance import guided  # noqa: F401
 from .likelihood import DIVERGENCES, NLLOutput, nll, with_divergence  # noqa: F401
