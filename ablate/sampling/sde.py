@@ -124,10 +124,12 @@ class SDESampler(BaseSampler):
         ``t``: a float or a per-sample tensor [B]; ``w``: the coefficient at t (a float or [B]), by default
         ``self.diffusion(t)`` (which refuses t = 1 where w is infinite). Where sigma = 0 (t = 0) and w = 0,
         w s / 2 = -(w / sigma) eps_hat / 2 is 0 * inf: its limit uses ``diffusion.w_over_sigma`` (finite for
-        w_KL, sigma, t, ...), so the drift there is the limit of the drift, v + (w / sigma) eps_hat / 2.
+        w_KL, sigma, t, ...), so the drift there is the limit of the drift, v + (w / sigma) eps_hat / 2 (the
+        limit is the diffusion's: a ``w`` passed in is taken to be its values).
         """
         tt = t.detach().to("cpu", torch.float64) if isinstance(t, Tensor) else torch.tensor(float(t), dtype=F64)
         w = self.diffusion(tt) if w is None else torch.as_tensor(w, dtype=torch.float64).cpu()
+        w = w.expand(tt.shape) if w.ndim == 0 and tt.ndim > 0 else w
         pred, c = self.field.evaluate(model, x, t, y)
         v = self.field.to(pred, "velocity", x, c)
         end = (self.field.interpolant.sigma(tt) == 0) & (w == 0)  # the 0 * inf case

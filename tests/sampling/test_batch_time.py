@@ -95,3 +95,12 @@ def test_sde_t_min_replays_a_given_grid():
     SDESampler(ip, "velocity", w, steps=7, last_step="mean", last_step_size=0.2, t_min=0.2)
     with pytest.raises(ValueError, match="last_step_size must equal t_min"):
         SDESampler(ip, "velocity", w, steps=7, last_step="mean", t_min=0.2)
+
+
+def test_sde_drift_takes_a_shared_w_with_per_sample_times():
+    ip = get_interpolant("linear")
+    model = GaussianOracle(ip, MU, S).model("noise")
+    s = SDESampler(ip, "noise", get_diffusion("sigma", ip), steps=10)
+    x, t = _x(), torch.tensor([0.0, 0.4, 0.0, 0.8], dtype=F64)
+    f = s.drift(model, x, t, 0.0)[0]  # a float w broadcasts over per-sample times like a tensor [B]
+    torch.testing.assert_close(f, s.drift(model, x, t, torch.zeros(4, dtype=F64))[0], rtol=0, atol=0)
