@@ -68,6 +68,7 @@ class ODESampler(BaseSampler):
         lo, hi = sample_interval(interpolant.name, prediction, sde=False, eps=sample_eps)
         self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
+        self.explicit_interval = t_min is not None or t_max is not None
         self.method, self.steps, self.atol, self.rtol, self.grid = (
             method,
             steps,
@@ -93,7 +94,8 @@ class ODESampler(BaseSampler):
         n = self.expected_nfe
         budget = f"nfe{n}" if n is not None else f"tol{self.rtol:g}"
         direction = "-reverse" if self.reverse else ""
-        return f"{self.name}{direction}-{budget}-cfg{self.guidance_scale}"
+        span = f"-t{self.t_min:g}_{self.t_max:g}" if self.explicit_interval else ""
+        return f"{self.name}{direction}-{budget}{span}-cfg{self.guidance_scale}"
 
     def velocity(self, model, x, t, y):
         """The PF-ODE field v(x, t) from one evaluation; ``t`` a float or a per-sample tensor [B]."""

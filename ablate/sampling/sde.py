@@ -103,6 +103,7 @@ class SDESampler(BaseSampler):
             )
         self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
+        self.explicit_interval = t_min is not None or t_max is not None
         self.times = time_grid(self.t_max, self.t_min, steps, grid)
         self.w = diffusion(self.times).tolist()  # float64; refuses t = 1 where w is infinite
         self.name = f"sde_{method}"
@@ -116,7 +117,8 @@ class SDESampler(BaseSampler):
     def tag(self) -> str:
         d = self.diffusion.name + ("" if self.diffusion.norm == 1.0 else f"x{self.diffusion.norm:g}")
         last = "" if (self.last_step, self.last_step_size) == ("mean", 0.04) else f"-last_{self.last_step}"
-        return f"{self.name}-{d}-nfe{self.expected_nfe}{last}-cfg{self.guidance_scale}"
+        span = f"-t{self.t_min:g}_{self.t_max:g}" if self.explicit_interval else ""
+        return f"{self.name}-{d}-nfe{self.expected_nfe}{last}{span}-cfg{self.guidance_scale}"
 
     def drift(self, model, x, t, w=None, y=None):
         """f = v - w s / 2 and the velocity v, from one evaluation (the score is skipped where w = 0).

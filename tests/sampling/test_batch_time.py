@@ -79,6 +79,8 @@ def test_sde_t_min_replays_a_given_grid():
     w = get_diffusion("sigma", ip, 1.3)
     s = SDESampler(ip, "velocity", w, steps=7, last_step="none", t_min=0.2, t_max=0.9)
     assert s.times[0].item() == 0.9 and s.times[-1].item() == 0.2 and s.expected_nfe == 6
+    assert s.tag == "sde_em-sigmax1.3-nfe6-last_none-t0.2_0.9-cfg1.0"  # an explicit interval is in the tag
+    assert ODESampler(ip, "velocity", "euler", 4, t_min=0.0).tag == "ode_euler-nfe4-t0_1-cfg1.0"
     z = _x(3)
     noise = torch.randn(6, 3, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
     out = s(model, z, noise=noise)
