@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..transport.defaults import sample_interval
+from ..transport.interpolants import get_interpolant
 from .base import Field
 from .grids import time_grid
 from .nfe import NFECounter
@@ -113,6 +114,7 @@ def nll(
         raise ValueError(f"unknown Hutchinson probe {probe!r}; valid choices: ['rademacher', 'gaussian']")
     if not (data_scale > 0 and math.isfinite(data_scale)):
         raise ValueError(f"data_scale must be a finite number > 0, got {data_scale!r}")
+    interpolant = get_interpolant(interpolant)  # a name or an Interpolant
     lo, hi = sample_interval(interpolant.name, prediction, sde=False, eps=sample_eps)
     lo = lo if t_min is None else float(t_min)
     hi = hi if t_max is None else float(t_max)

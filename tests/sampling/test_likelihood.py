@@ -75,6 +75,8 @@ def test_nll_returns_the_latent(interp, prediction):
     enc = encode(oracle.model(prediction), x, ip, prediction, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(out.z, enc.z, rtol=1e-6, atol=1e-6)
     assert out.nats.shape == out.bpd.shape == (4,) and out.nfe > 0  # the existing fields are unchanged
+    by_name = nll(oracle.model(prediction), x, interp, prediction, divergence="exact", atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(by_name.nats, out.nats, rtol=0, atol=0)  # the interpolant by name
 
 
 def test_vp_data_end_is_finite_or_refused():
