@@ -64,6 +64,10 @@ def with_divergence(
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = f(x)
+        if kind not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {kind!r}; valid choices: {list(DIVERGENCES)}")
+        if not out.requires_grad:  # f does not depend on x (e.g. a constant field): its divergence is 0
+            return out.detach(), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if kind == "hutchinson":
             (g,) = torch.autograd.grad((out * probe).sum(), x)
             div = (g * probe).flatten(1).sum(1)

@@ -97,3 +97,15 @@ def test_vp_data_end_is_finite_or_refused():
     torch.testing.assert_close(out.nats, exact, rtol=1e-6, atol=1e-6)
     with pytest.raises(EndpointError):
         nll(oracle.model("noise"), x, ip, "noise", divergence="exact", t_min=0.0)
+
+
+def test_a_field_that_ignores_x_has_zero_divergence():
+    """A constant velocity (a model whose output does not depend on x) moves x rigidly: no volume change."""
+    from ablate.sampling import DIVERGENCES, prior_logp
+
+    ip = get_interpolant("linear")
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for div in DIVERGENCES:
+        out = nll(lambda xx, t, y=None: torch.ones_like(xx), x, ip, "velocity", divergence=div, method="euler", steps=4)
+        torch.testing.assert_close(out.z, x + 1)
+        torch.testing.assert_close(out.nats, -prior_logp(x + 1))
