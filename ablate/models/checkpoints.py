@@ -9,10 +9,15 @@ extra type allowed, because the official training scripts store their ``args`` n
   ``use_ema``);
 - ``{"state_dict": ...}``; ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes are stripped.
 
+A checkpoint may also be passed already loaded: a dict as above (e.g. ``torch.load``'s result, or a model's
+``state_dict()``).
+
 The architecture (depth, width, patch, input size, channels, classes, learn_sigma, MLP ratio) is inferred from
-the tensor shapes; heads are not visible in the weights and come from the paper's table for the four widths
-(``num_heads=`` overrides). Keyword arguments that contradict the file raise a ``ValueError`` naming the
-configuration that would fit.
+the tensor shapes; heads are not visible in the weights (every head count fits the same tensors, and a wrong
+one silently changes the outputs), so they come from the table of known widths (the paper's four, 384/768/
+1024/1152, and ablate's tiny presets, 256); for any other width ``load_official`` requires ``num_heads=``
+(``infer_config`` warns and guesses width // 64). Keyword arguments that contradict the file raise a
+``ValueError`` naming the configuration that would fit.
 
 Time and output conventions (``CheckpointInfo``), converted only here at the edge (DESIGN.md section 1):
 
@@ -29,6 +34,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,8 +47,13 @@ from .registry import PRESETS
 __all__ = ["load_official", "infer_config", "CheckpointInfo", "SiTPaperTime", "KINDS"]
 
 KINDS = ("dit", "sit", "auto")
-# DiT Table 1: heads for each width (head dimension 64 for S/B, 64/72 for L/XL).
+# DiT Table 1: heads for each width (head dimension 64 for S/B, 64/72 for L/XL), and ablate's tiny presets.
 _HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}
+for _p in PRESETS.values():
+    if _HEADS.setdefault(_p["hidden_size"], _p["num_heads"]) != _p["num_heads"]:  # pragma: no cover
+        raise AssertionError(f"presets disagree on the heads of width {_p['hidden_size']}")
+del _p
+STATE_DICT_PATH = "<state dict>"  # CheckpointInfo.path when load_official is given a loaded checkpoint
 _ARCH_KEYS = (
     "depth",
     "hidden_size",
@@ -143,8 +155,11 @@ def _unwrap(obj: object, use_ema: bool) -> tuple[dict, str]:
     return out, entry
 
 
-def infer_config(state_dict: dict[str, Tensor]) -> dict:
-    """DiT keyword arguments implied by the tensor shapes of an official-format state dict."""
+def infer_config(state_dict: dict[str, Tensor], num_heads: int | None = None) -> dict:
+    """DiT keyword arguments implied by the tensor shapes of an official-format state dict.
+
+    Heads: ``num_heads`` if given, else the table of known widths; for another width a ``UserWarning`` and the
+    guess width // 64 (the tensors fit every head count: check it)."""
     required = ("x_embedder.proj.weight", "pos_embed", "final_layer.linear.weight", "blocks.0.mlp.fc1.weight")
     missing = [k for k in required if k not in state_dict]
     if missing:
@@ -156,6 +171,13 @@ def infer_config(state_dict: dict[str, Tensor]) -> dict:
         raise ValueError(f"pos_embed has {T} tokens, not a square grid")
     c_out = state_dict["final_layer.linear.weight"].shape[0] // (p * p)
     depth = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
+    if num_heads is None and D not in _HEADS:
+        warnings.warn(
+            f"width {D} is not in the table of known widths {sorted(_HEADS)}: the number of heads cannot be read "
+            f"from the weights; guessing num_heads = {max(1, D // 64)} (width // 64). Pass num_heads= to be sure.",
+            UserWarning,
+            stacklevel=2,
+        )
     cfg = dict(
         depth=depth,
         hidden_size=D,
@@ -163,7 +185,7 @@ def infer_config(state_dict: dict[str, Tensor]) -> dict:
         input_size=grid * p,
         in_channels=C,
         learn_sigma=c_out == 2 * C,
-        num_heads=_HEADS.get(D, max(1, D // 64)),
+        num_heads=int(num_heads) if num_heads is not None else _HEADS.get(D, max(1, D // 64)),
         mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / D,
     )
     if c_out not in (C, 2 * C):
@@ -212,7 +234,7 @@ def _guess_kind(path: str, obj: object) -> str:
 
 
 def load_official(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Mapping,
     kind: str = "auto",
     map_location: str | torch.device = "cpu",
     use_ema: bool = True,
@@ -220,18 +242,30 @@ def load_official(
 ) -> tuple[DiT, CheckpointInfo]:
     """Load an official DiT/SiT checkpoint: ``model, info = load_official("SiT-XL-2-256x256.pt")``.
 
-    ``kind``: "dit", "sit" or "auto" (from the stored args or the file name). ``build_kw`` override inferred
-    :class:`DiT` arguments (e.g. ``num_heads``, ``class_dropout_prob``, ``return_sigma``); an override that
-    contradicts the tensor shapes raises a ``ValueError`` naming the configuration that fits the file.
+    ``path``: a file, or a checkpoint already loaded (a state dict or a ``{"model", "ema", ...}`` dict; its
+    tensors are used as they are, ``map_location`` does not apply). ``kind``: "dit", "sit" or "auto" (from the
+    stored args or the file name; a loaded state dict without ``args`` needs ``kind``). ``build_kw`` override
+    inferred :class:`DiT` arguments (e.g. ``num_heads``, ``class_dropout_prob``, ``return_sigma``); an override
+    that contradicts the tensor shapes raises a ``ValueError`` naming the configuration that fits the file.
+    ``num_heads`` is required for a width outside the table of known widths (module docstring).
     Returns the model in eval mode and a :class:`CheckpointInfo` (time input, prediction, sign).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; valid kinds: {list(KINDS)}")
-    obj = _read(path, map_location)
+    loaded = isinstance(path, Mapping)
+    obj = dict(path) if loaded else _read(path, map_location)
+    path = STATE_DICT_PATH if loaded else os.fspath(path)
     sd, entry = _unwrap(obj, use_ema)
     if kind == "auto":
-        kind = _guess_kind(str(path), obj)
-    inferred = infer_config(sd)
+        kind = _guess_kind(path, obj)
+    width = sd["x_embedder.proj.weight"].shape[0] if "x_embedder.proj.weight" in sd else None
+    if width is not None and width not in _HEADS and "num_heads" not in build_kw:
+        raise ValueError(
+            f"checkpoint {path!r} has width {width}, outside the table of known widths {sorted(_HEADS)}: the "
+            f"number of heads cannot be read from the weights (every count fits them), pass num_heads= "
+            f"(e.g. num_heads={max(1, width // 64)} for a head dimension of 64)"
+        )
+    inferred = infer_config(sd, num_heads=build_kw.get("num_heads"))
     cfg = dict(inferred, **build_kw)
     # SiT's network carries a variance head it never uses (its forward keeps the first C channels).
     cfg.setdefault("return_sigma", kind == "dit")
@@ -253,14 +287,14 @@ def load_official(
         )
         asked = ", ".join(f"{k}={v!r}" for k, v in build_kw.items())
         raise ValueError(
-            f"checkpoint {os.fspath(path)!r} does not fit DiT({asked}): {details}. "
+            f"checkpoint {path!r} does not fit DiT({asked}): {details}. "
             f"The file fits {_describe(inferred)}"
         )
     model.load_state_dict(sd, strict=True)
     model.eval()
     info = CheckpointInfo(
         kind=kind,
-        path=os.fspath(path),
+        path=path,
         config={k: cfg[k] for k in (*_ARCH_KEYS, "return_sigma")},
         network_time="ddpm_index" if kind == "dit" else "sit_reversed",
         prediction="noise" if kind == "dit" else "velocity",

@@ -75,22 +75,42 @@ class SampleOutput:
 
 
 class Field:
-    """The velocity and score implied by one model evaluation at (x, t) (SiT eq. 9 by algebra: one NFE)."""
+    """The velocity and score implied by one model evaluation at (x, t) (SiT eq. 9 by algebra: one NFE).
+
+    ``t`` is a paper time shared by the batch (a float or a 0-dim tensor) or one time per sample (a tensor
+    [B]); coefficients are computed in float64 and cast to x's dtype.
+    """
 
     def __init__(self, interpolant: Interpolant, prediction: str):
         self.interpolant = interpolant
         self.prediction = validate_prediction(prediction)
 
-    def coefficients(self, t: float, like: Tensor) -> PathCoefficients:
+    def coefficients(self, t, like: Tensor) -> PathCoefficients:
+        """Path coefficients at t: 0-dim (on the CPU) for a shared t, [B, 1, ...] for per-sample times."""
+        if _per_sample(t):
+            return self.interpolant(t.detach().to(torch.float64)).like(like)
         c = self.interpolant(torch.tensor(float(t), dtype=torch.float64))
-        return PathCoefficients(*(v.to(like.dtype) for v in (c.alpha, c.sigma, c.d_alpha, c.d_sigma)))
+        return PathCoefficients(
+            *(v.to(like.dtype) for v in (c.alpha, c.sigma, c.d_alpha, c.d_sigma, c.sigma_d_sigma))
+        )
 
-    def evaluate(self, model: Callable, x: Tensor, t: float, y=None) -> tuple[Tensor, PathCoefficients]:
-        tb = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        return model(x, tb, y), self.coefficients(t, x)
+    def times(self, t, x: Tensor) -> Tensor:
+        """The network's time input: a float tensor [B] of paper times in x's dtype and device."""
+        if _per_sample(t):
+            if t.shape != (x.shape[0],):
+                raise ValueError(f"per-sample times must have shape [{x.shape[0]}], got {tuple(t.shape)}")
+            return t.to(dtype=x.dtype, device=x.device)
+        return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
 
-    def to(self, pred: Tensor, dst: str, x: Tensor, c: PathCoefficients) -> Tensor:
-        return convert(pred, self.prediction, dst, x, c)
+    def evaluate(self, model: Callable, x: Tensor, t, y=None) -> tuple[Tensor, PathCoefficients]:
+        return model(x, self.times(t, x), y), self.coefficients(t, x)
+
+    def to(self, pred: Tensor, dst: str, x: Tensor, c: PathCoefficients, check: bool = True) -> Tensor:
+        return convert(pred, self.prediction, dst, x, c, check)
+
+
+def _per_sample(t) -> bool:
+    return isinstance(t, Tensor) and t.ndim > 0
 
 
 class BaseSampler:

@@ -5,7 +5,10 @@ Sec. 4.3), so ``ddim`` with ``eta=0`` is the ODE sampler for discrete-time model
 
 Same call signature as every sampler, but the model is the *discrete* model ``model(x, index, y)`` with DiT's
 integer index 0..T-1 (the discrete time axis owns that edge, DESIGN section 1). ``steps`` respaces the
-schedule (IDDPM Sec. 4: 250 steps keep indices {0, 4, ..., 995, 999}); ``clip_denoised=False`` as DiT samples.
+schedule (IDDPM Sec. 4: 250 steps keep indices {0, 4, ..., 995, 999}): an int, or any of DiT's respacing
+specs (``"250"``, ``"10,20"`` = 10 steps in the first half and 20 in the second, ``"ddim25"`` = the integer
+stride giving 25 steps; :func:`ablate.transport.ddpm.space_timesteps`); the NFE is the number of kept indices.
+``clip_denoised=False`` as DiT samples.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ class DiscreteSampler(BaseSampler):
     KINDS = ("ddpm", "ddim")
 
     @classmethod
-    def build(cls, ctx: SamplingContext, kind: str = "ddpm", steps: int | None = None, nfe: int | None = 50,
+    def build(cls, ctx: SamplingContext, kind: str = "ddpm", steps: int | str | None = None, nfe: int | None = 50,
               eta: float = 0.0) -> "DiscreteSampler":
         """The ``sampler=ddpm`` / ``sampler=ddim`` config groups: ``kind``, a budget of ``nfe`` respaced steps
-        (one network evaluation each) unless ``steps`` is given, DDIM's ``eta``; the DDPM process comes from the
-        discrete time axis (``ctx.ddpm``)."""
+        (one network evaluation each) unless ``steps`` is given (a count, or one of DiT's respacing specs such as
+        ``"10,20"`` or ``"ddim25"``), DDIM's ``eta``; the DDPM process comes from the discrete time axis
+        (``ctx.ddpm``)."""
         if kind not in cls.KINDS:
             raise ValueError(f"sampler kind {kind!r} is not valid; valid choices: {list(cls.KINDS)}")
         if steps is None:
@@ -45,9 +49,9 @@ class DiscreteSampler(BaseSampler):
     def describe(self) -> dict:
         return {**super().describe(), "sampler": self.kind, "solver": self.kind}
 
-    def __init__(self, ddpm, kind: str = "ddpm", steps: int = 250, *, eta: float = 0.0, **guidance):
+    def __init__(self, ddpm, kind: str = "ddpm", steps: int | str = 250, *, eta: float = 0.0, **guidance):
         super().__init__(**guidance)
-        from ..transport.ddpm import GaussianDiffusion, space_timesteps
+        from ..transport.ddpm import GaussianDiffusion
 
         if kind not in self.KINDS:
             raise ValueError(f"unknown discrete sampler {kind!r}; valid choices: {list(self.KINDS)}")
@@ -56,24 +60,27 @@ class DiscreteSampler(BaseSampler):
                 f"{kind} needs ddpm=GaussianDiffusion (ablate.transport.ddpm.build_ddpm), got {ddpm!r}"
             )
         T = ddpm.num_timesteps
-        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
-            raise ValueError(f"{kind} steps must be an integer in [1, {T}], got {steps!r}")
+        if isinstance(steps, str):
+            spec = steps.replace(" ", "")
+        elif isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= T:
+            spec = str(steps)
+        else:
+            raise ValueError(
+                f"{kind} steps must be an integer in [1, {T}] or a respacing spec ('250', '10,20', 'ddim25'), "
+                f"got {steps!r}"
+            )
         if not eta >= 0:
             raise ValueError(f"ddim eta must be >= 0, got {eta!r}")
-        self.kind, self.steps, self.eta = kind, steps, float(eta)
+        self.kind, self.eta, self.respacing = kind, float(eta), spec
         self.name = kind
-        if steps == T:
+        if spec in ("", str(T)):
             self.diffusion = ddpm
         else:  # respace this diffusion's own schedule; the network keeps seeing the original indices
-            kept = torch.tensor(space_timesteps(T, str(steps)))
-            ab = ddpm.alphas_cumprod[kept]
-            betas = 1.0 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
-            self.diffusion = GaussianDiffusion(
-                betas,
-                learn_sigma=ddpm.learn_sigma,
-                timestep_map=ddpm.timestep_map[kept],
-                rescale_vb=ddpm.rescale_vb,
-            )
+            try:
+                self.diffusion = ddpm.respaced(spec)
+            except ValueError as e:
+                raise ValueError(f"{kind} steps {steps!r}: {e}") from None
+        self.steps = self.diffusion.num_timesteps  # = the NFE, whatever the form of the spec
 
     @property
     def expected_nfe(self) -> int:
@@ -82,7 +89,12 @@ class DiscreteSampler(BaseSampler):
     @property
     def tag(self) -> str:
         extra = f"-eta{self.eta:g}" if self.kind == "ddim" else ""
-        return f"{self.kind}-nfe{self.steps}{extra}-cfg{self.guidance_scale}"
+        spec = "" if self.respacing.isdigit() or self.respacing == "" else f"-{self._spec_label()}"
+        return f"{self.kind}{spec}-nfe{self.steps}{extra}-cfg{self.guidance_scale}"
+
+    def _spec_label(self) -> str:
+        """``ddim25`` as is; per-section counts ``10,20`` as ``r10_20`` (no commas in metric names)."""
+        return self.respacing if self.respacing.startswith("ddim") else "r" + self.respacing.replace(",", "_")
 
     def __call__(
         self, model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False

@@ -27,23 +27,34 @@ import torch
 from torch import Tensor
 
 from ..transport.defaults import sample_interval
+from ..transport.interpolants import get_interpolant
 from .base import Field
 from .grids import time_grid
 from .nfe import NFECounter
 from .ode import ADAPTIVE_METHODS
 
-__all__ = ["NLLOutput", "nll", "DIVERGENCES", "with_divergence"]
+__all__ = ["NLLOutput", "nll", "DIVERGENCES", "with_divergence", "prior_logp"]
 
 DIVERGENCES = ("hutchinson", "exact")
 
 
 @dataclass
 class NLLOutput:
-    """Per-sample negative log-likelihood in nats and bits/dim (data units), and the counted NFE."""
+    """Per-sample negative log-likelihood in nats and bits/dim (data units), the counted NFE, and ``z``: the
+    final state x_{t_max} of the ODE, the latent of the data (SiT's ``sample_ode_likelihood`` returns it too;
+    the same map as :func:`ablate.sampling.encode`)."""
 
     nats: Tensor
     bpd: Tensor
     nfe: int
+    z: Tensor | None = None
+
+
+def prior_logp(z: Tensor) -> Tensor:
+    """log N(z; 0, I) per sample, summed over the non-batch dimensions (nats):
+    -|z|^2 / 2 - D/2 log(2 pi), D = z[0].numel() (SiT's ``Transport.prior_logp``)."""
+    dim = z[0].numel()
+    return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * dim * math.log(2 * math.pi)
 
 
 def with_divergence(
@@ -53,6 +64,10 @@ def with_divergence(
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = f(x)
+        if kind not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {kind!r}; valid choices: {list(DIVERGENCES)}")
+        if not out.requires_grad:  # f does not depend on x (e.g. a constant field): its divergence is 0
+            return out.detach(), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if kind == "hutchinson":
             (g,) = torch.autograd.grad((out * probe).sum(), x)
             div = (g * probe).flatten(1).sum(1)
@@ -91,7 +106,8 @@ def nll(
 
     ``divergence``: ``hutchinson`` or ``exact``. ``method``: a torchdiffeq
     method; adaptive ones use atol/rtol, fixed ones (``euler``, ``heun`` = heun2, ``midpoint``, ``rk4``) use
-    ``steps`` on a uniform float64 grid. The interval defaults to the ODE's sample interval.
+    ``steps`` on a uniform float64 grid. The interval defaults to the ODE's sample interval. The returned
+    ``z`` is the state at t_max (the latent), as SiT's likelihood returns it.
     """
     from torchdiffeq import odeint
 
@@ -102,6 +118,7 @@ def nll(
         raise ValueError(f"unknown Hutchinson probe {probe!r}; valid choices: ['rademacher', 'gaussian']")
     if not (data_scale > 0 and math.isfinite(data_scale)):
         raise ValueError(f"data_scale must be a finite number > 0, got {data_scale!r}")
+    interpolant = get_interpolant(interpolant)  # a name or an Interpolant
     lo, hi = sample_interval(interpolant.name, prediction, sde=False, eps=sample_eps)
     lo = lo if t_min is None else float(t_min)
     hi = hi if t_max is None else float(t_max)
@@ -127,8 +144,8 @@ def nll(
     state = (x0, torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device))
     fixed = {"euler": "euler", "heun": "heun2", "midpoint": "midpoint", "rk4": "rk4"}
     if method in ADAPTIVE_METHODS:
-        t = torch.tensor([lo, hi], dtype=x0.dtype, device=x0.device)
-        xs, ds = odeint(rhs, state, t, method=method, atol=atol, rtol=rtol)
+        t = torch.tensor([lo, hi], dtype=x0.dtype, device=x0.device)  # steps land on t_max (step_t)
+        xs, ds = odeint(rhs, state, t, method=method, atol=atol, rtol=rtol, options=dict(step_t=t[1:]))
     elif method in fixed:
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -140,7 +157,6 @@ def nll(
         )
     x1, delta = xs[-1], ds[-1]
     dim = x0[0].numel()
-    prior = -0.5 * (x1.flatten(1) ** 2).sum(1) - 0.5 * dim * math.log(2 * math.pi)
-    nats = -(prior + delta)
+    nats = -(prior_logp(x1) + delta)
     nats_data = nats - dim * math.log(data_scale)
-    return NLLOutput(nats=nats_data, bpd=nats_data / (dim * math.log(2)), nfe=m.nfe)
+    return NLLOutput(nats=nats_data, bpd=nats_data / (dim * math.log(2)), nfe=m.nfe, z=x1)

@@ -9,9 +9,14 @@ Fixed-step solvers on a float64 grid of ``steps + 1`` points (:func:`~ablate.sam
 - ``heun``:  x' = x_i + h_i v(x_i, t_i),  x_{i+1} = x_i + h_i/2 [v(x_i, t_i) + v(x', t_{i+1})]
   (2 NFE per step, every step: the SiT paper's "Heun, 250 NFE" is 125 steps)
 
-with h_i = t_{i+1} - t_i < 0. Every other method goes through ``torchdiffeq.odeint``: adaptive ones
+with h_i = t_{i+1} - t_i < 0. ``reverse=True`` integrates the same ODE the other way, from t_min (data) up
+to t_max (noise), on the same grid flipped (h_i > 0): encoding, as SiT's ``sample_ode(reverse=True)``
+(see :func:`ablate.sampling.encode`). Every other method goes through ``torchdiffeq.odeint``: adaptive ones
 (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``) with atol/rtol, fixed ones
 (``midpoint``, ``rk4``, ``heun3``, ...) on the same grid. NFE is counted by wrapping the model, always.
+Adaptive steps are made to land on the end of the interval (torchdiffeq's ``step_t``), so the model is never
+evaluated outside [t_min, t_max] (SiT's call steps past the end and interpolates back: at the VP data end
+that evaluates t < 0, where sigma is NaN, and the solve fails with "underflow in dt").
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ class ODESampler(BaseSampler):
 
     @classmethod
     def build(cls, ctx: SamplingContext, solver: str = "heun", steps: int | None = None, nfe: int | None = 50,
-              atol: float = 1e-6, rtol: float = 1e-3, grid: str = "uniform") -> "ODESampler":
+              atol: float = 1e-6, rtol: float = 1e-3, grid: str = "uniform", t_min: float | None = None,
+              t_max: float | None = None) -> "ODESampler":
         """The ``sampler=ode`` config group: ``solver`` (:data:`ODE_METHODS`), a budget of ``nfe`` network
-        evaluations (Heun: nfe / 2 steps) unless ``steps`` is given; adaptive solvers use ``atol``/``rtol``."""
+        evaluations (Heun: nfe / 2 steps) unless ``steps`` is given; adaptive solvers use ``atol``/``rtol``;
+        ``t_min``/``t_max``: explicit ends of the grid (default: the endpoint table's sample interval)."""
         if solver not in ODE_METHODS:
             raise ValueError(f"sampler.solver={solver!r} is not a valid ODE solver; valid choices: {list(ODE_METHODS)}")
         if solver in ADAPTIVE_METHODS:
@@ -51,7 +58,7 @@ class ODESampler(BaseSampler):
                 raise ValueError("sampler=ode needs sampler.nfe or sampler.steps")
             steps = steps_for_nfe(lambda k: NFE_PER_STEP.get(solver, 1) * k, nfe, f"the {solver} ODE solver")
         return cls(ctx.interpolant, ctx.prediction, solver, steps, atol=atol, rtol=rtol, sample_eps=ctx.sample_eps,
-                   grid=grid, **ctx.guidance)
+                   grid=grid, t_min=t_min, t_max=t_max, **ctx.guidance)
 
     def __init__(
         self,
@@ -66,6 +73,7 @@ class ODESampler(BaseSampler):
         t_min: float | None = None,
         t_max: float | None = None,
         grid: str = "uniform",
+        reverse: bool = False,
         **guidance,
     ):
         super().__init__(**guidance)
@@ -83,6 +91,7 @@ class ODESampler(BaseSampler):
         lo, hi = sample_interval(interpolant.name, prediction, sde=False, eps=sample_eps)
         self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
+        self.explicit_interval = t_min is not None or t_max is not None
         self.method, self.steps, self.atol, self.rtol, self.grid = (
             method,
             steps,
@@ -91,9 +100,12 @@ class ODESampler(BaseSampler):
             grid,
         )
         self.name = f"ode_{method}"
+        self.reverse = bool(reverse)
         self.times = (
             None if method in ADAPTIVE_METHODS else time_grid(self.t_max, self.t_min, steps + 1, grid)
         )
+        if self.reverse and self.times is not None:
+            self.times = self.times.flip(0)  # t_min (data) -> t_max (noise)
 
     @property
     def expected_nfe(self) -> int | None:
@@ -104,9 +116,12 @@ class ODESampler(BaseSampler):
     def tag(self) -> str:
         n = self.expected_nfe
         budget = f"nfe{n}" if n is not None else f"tol{self.rtol:g}"
-        return f"{self.name}-{budget}-cfg{self.guidance_scale}"
+        direction = "-reverse" if self.reverse else ""
+        span = f"-t{self.t_min:g}_{self.t_max:g}" if self.explicit_interval else ""
+        return f"{self.name}{direction}-{budget}{span}-cfg{self.guidance_scale}"
 
     def velocity(self, model, x, t, y):
+        """The PF-ODE field v(x, t) from one evaluation; ``t`` a float or a per-sample tensor [B]."""
         pred, c = self.field.evaluate(model, x, t, y)
         return self.field.to(pred, "velocity", x, c)
 
@@ -135,8 +150,11 @@ class ODESampler(BaseSampler):
             return self.velocity(m, x, float(t), y)
 
         if self.method in ADAPTIVE_METHODS:
-            t = torch.tensor([self.t_max, self.t_min], dtype=z.dtype, device=z.device)
-            xs = odeint(f, z, t, method=self.method, atol=self.atol, rtol=self.rtol)
+            ends = [self.t_min, self.t_max] if self.reverse else [self.t_max, self.t_min]
+            t = torch.tensor(ends, dtype=z.dtype, device=z.device)
+            # step_t: land a step on the end instead of stepping past it and interpolating back, which would
+            # evaluate the model outside [t_min, t_max] (VP beyond t = 0 has alpha > 1: sigma = NaN)
+            xs = odeint(f, z, t, method=self.method, atol=self.atol, rtol=self.rtol, options=dict(step_t=t[1:]))
         else:
             t = self.times.to(dtype=z.dtype, device=z.device)
             xs = odeint(f, z, t, method=self.method)

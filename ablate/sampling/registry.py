@@ -56,7 +56,9 @@ def build_sampler(
     :class:`~ablate.transport.ddpm.GaussianDiffusion` ``ddpm`` (discrete time), guidance, ``sample_eps``.
     ``family_args`` go to the family's ``build``: ``steps`` (ODE solver steps, Heun 2 NFE each; SDE grid points
     *including* the last step, SiT's ``num_steps``; respaced DDPM/DDIM steps; default :data:`DEFAULT_STEPS`)
-    or ``nfe``; ODE ``atol``, ``rtol``, ``grid``; SDE ``last_step``, ``last_step_size``, ``grid``; DDIM ``eta``.
+    or ``nfe`` (discrete ``steps`` may also be one of DiT's respacing specs, ``"10,20"`` or ``"ddim25"``); ODE
+    ``atol``, ``rtol``, ``grid``; SDE ``last_step``, ``last_step_size``, ``grid``; ODE and SDE ``t_min`` / ``t_max``
+    (explicit ends of the grid, default the endpoint table's sample interval); DDIM ``eta``.
     """
     family, _, solver = ALIASES.get(name, name).partition("_")
     builtin = family in ("ode", "sde") or name in DiscreteSampler.KINDS
@@ -66,7 +68,9 @@ def build_sampler(
     steps = family_args.pop("steps", None)
     if steps is None and "nfe" not in family_args:
         steps = DEFAULT_STEPS.get(key, 125)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+    if key in DiscreteSampler.KINDS and isinstance(steps, str):
+        pass  # one of DiT's respacing specs ("250", "10,20", "ddim25"): DiscreteSampler checks it
+    elif steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     ctx = SamplingContext(prediction=validate_prediction(prediction), ddpm=ddpm, guidance_scale=guidance_scale,
                           legacy_channels=legacy_channels, null_class=null_class, sample_eps=sample_eps)

@@ -15,6 +15,10 @@ to 0:
   ``mean`` x - size f(x, t_min), ``euler`` x - size v(x, t_min), ``tweedie`` E[x_0 | x_{t_min}] =
   (x + sigma^2 s) / alpha (1 NFE each).
 
+``t_min`` / ``t_max`` override the ends of the grid (e.g. to replay a given grid: ``t_min`` with
+``last_step="none"`` stops there; with a last step, that step goes from t_min to 0, so ``last_step_size``
+must equal t_min).
+
 So ``steps`` counts the last step, as SiT's ``num_steps`` does: EM with 250 steps and the mean last step is
 249 EM steps + 1 last step = 250 NFE. The interval comes from
 :func:`ablate.transport.defaults.sample_interval` (t_max = 1 - eps where w is infinite at t = 1).
@@ -24,11 +28,18 @@ from __future__ import annotations
 
 import math
 
+import torch
+from torch import Tensor
+
 from ..transport.defaults import sample_interval
 from ..transport.diffusion import Diffusion
+from ..transport.interpolants import expand_like
+from ..transport.predictions import EndpointError
 from .base import BaseSampler, Field, SampleOutput, SamplingContext, steps_for_nfe
 from .grids import time_grid
 from .noise import step_noise_source
+
+F64 = torch.float64
 
 __all__ = ["SDESampler", "SDE_METHODS", "LAST_STEPS"]
 
@@ -49,10 +60,12 @@ class SDESampler(BaseSampler):
 
     @classmethod
     def build(cls, ctx: SamplingContext, solver: str = "em", steps: int | None = None, nfe: int | None = 50,
-              last_step: str | None = "mean", last_step_size: float = 0.04, grid: str = "uniform") -> "SDESampler":
+              last_step: str | None = "mean", last_step_size: float = 0.04, grid: str = "uniform",
+              t_min: float | None = None, t_max: float | None = None) -> "SDESampler":
         """The ``sampler=sde`` config group: ``solver`` (:data:`SDE_METHODS`), a budget of ``nfe`` network
         evaluations (EM with the mean last step: nfe steps) unless ``steps`` is given; the coefficient w_t comes
-        from the ``sde_coef`` group (``ctx.coefficient``, built on the interpolant here)."""
+        from the ``sde_coef`` group (``ctx.coefficient``, built on the interpolant here); ``t_min``/``t_max``:
+        explicit ends of the grid (replay a given grid; default: the endpoint table's sample interval)."""
         if solver not in SDE_METHODS:
             raise ValueError(f"sampler.solver={solver!r} is not a valid SDE solver; valid choices: {list(SDE_METHODS)}")
         last = "none" if last_step is None else last_step
@@ -69,7 +82,7 @@ class SDESampler(BaseSampler):
         if not isinstance(coef, Diffusion):
             coef = coef(ctx.interpolant)
         return cls(ctx.interpolant, ctx.prediction, coef, solver, steps, last_step=last, last_step_size=last_step_size,
-                   sample_eps=ctx.sample_eps, grid=grid, **ctx.guidance)
+                   sample_eps=ctx.sample_eps, grid=grid, t_min=t_min, t_max=t_max, **ctx.guidance)
 
     def describe(self) -> dict:
         d = self.diffusion.describe()
@@ -87,6 +100,7 @@ class SDESampler(BaseSampler):
         last_step: str | None = "mean",
         last_step_size: float = 0.04,
         sample_eps: float | None = None,
+        t_min: float | None = None,
         t_max: float | None = None,
         grid: str = "uniform",
         **guidance,
@@ -113,7 +127,7 @@ class SDESampler(BaseSampler):
         self.field, self.diffusion = Field(interpolant, prediction), diffusion
         self.method, self.steps, self.last_step = method, steps, last_step
         self.last_step_size = 0.0 if last_step == "none" else size
-        self.t_min, hi = sample_interval(
+        lo, hi = sample_interval(
             interpolant.name,
             prediction,
             sde=True,
@@ -121,7 +135,14 @@ class SDESampler(BaseSampler):
             last_step_size=self.last_step_size,
             eps=sample_eps,
         )
+        if t_min is not None and last_step != "none" and abs(float(t_min) - self.last_step_size) > 1e-12:
+            raise ValueError(
+                f"t_min={t_min!r} with last_step={last_step!r}: the last step goes from t_min to 0, so "
+                f"last_step_size must equal t_min (got {self.last_step_size!r}); or pass last_step='none'"
+            )
+        self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
+        self.explicit_interval = t_min is not None or t_max is not None
         self.times = time_grid(self.t_max, self.t_min, steps, grid)
         self.w = diffusion(self.times).tolist()  # float64; refuses t = 1 where w is infinite
         self.name = f"sde_{method}"
@@ -134,15 +155,41 @@ class SDESampler(BaseSampler):
     def tag(self) -> str:
         d = self.diffusion.name + ("" if self.diffusion.norm == 1.0 else f"x{self.diffusion.norm:g}")
         last = "" if (self.last_step, self.last_step_size) == ("mean", 0.04) else f"-last_{self.last_step}"
-        return f"{self.name}-{d}-nfe{self.expected_nfe}{last}-cfg{self.guidance_scale}"
+        span = f"-t{self.t_min:g}_{self.t_max:g}" if self.explicit_interval else ""
+        return f"{self.name}-{d}-nfe{self.expected_nfe}{last}{span}-cfg{self.guidance_scale}"
 
-    def drift(self, model, x, t: float, w: float, y):
-        """f = v - w s / 2 and the velocity v, from one evaluation (the score is skipped where w = 0)."""
+    def drift(self, model, x, t, w=None, y=None):
+        """f = v - w s / 2 and the velocity v, from one evaluation (the score is skipped where w = 0).
+
+        ``t``: a float or a per-sample tensor [B]; ``w``: the coefficient at t (a float or [B]), by default
+        ``self.diffusion(t)`` (which refuses t = 1 where w is infinite). Where sigma = 0 (t = 0) and w = 0,
+        w s / 2 = -(w / sigma) eps_hat / 2 is 0 * inf: its limit uses ``diffusion.w_over_sigma`` (finite for
+        w_KL, sigma, t, ...), so the drift there is the limit of the drift, v + (w / sigma) eps_hat / 2 (the
+        limit is the diffusion's: a ``w`` passed in is taken to be its values).
+        """
+        tt = t.detach().to("cpu", torch.float64) if isinstance(t, Tensor) else torch.tensor(float(t), dtype=F64)
+        w = self.diffusion(tt) if w is None else torch.as_tensor(w, dtype=torch.float64).cpu()
+        w = w.expand(tt.shape) if w.ndim == 0 and tt.ndim > 0 else w
         pred, c = self.field.evaluate(model, x, t, y)
         v = self.field.to(pred, "velocity", x, c)
-        if w == 0:
+        end = (self.field.interpolant.sigma(tt) == 0) & (w == 0)  # the 0 * inf case
+        need_s = w != 0
+        r = self.diffusion.w_over_sigma(tt) if bool(end.any()) else torch.zeros_like(w)
+        need_e = end & (r != 0)
+        if not bool(need_s.any() or need_e.any()):
             return v, v
-        return v - 0.5 * w * self.field.to(pred, "score", x, c), v
+        if w.ndim == 0:  # one time for the batch: checked conversions
+            if bool(need_s):
+                return v - 0.5 * float(w) * self.field.to(pred, "score", x, c), v
+            return v + 0.5 * float(r) * self.field.to(pred, "noise", x, c), v
+        term = torch.zeros_like(x)
+        for need, dst, coef in ((need_s, "score", -0.5 * w), (need_e, "noise", 0.5 * r)):
+            if bool(need.any()):  # unchecked where some samples do not need it; checked below
+                part = self.field.to(pred, dst, x, c, check=bool(need.all()))
+                term = torch.where(expand_like(need, x).bool(), expand_like(coef, x) * part, term)
+        if not bool(torch.isfinite(term).all()) and bool(torch.isfinite(pred).all()):
+            raise EndpointError(f"the SDE drift is not finite at t = {tt.flatten()[:4].tolist()}")
+        return v + term, v
 
     def __call__(
         self, model, z, y=None, *, noise=None, generator=None, seeds=None, return_trajectory=False

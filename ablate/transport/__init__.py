@@ -4,6 +4,7 @@ See README.md in this folder for the contract, the public API and how to add a c
 """
 
 from .ddpm import GaussianDiffusion, build_ddpm, linear_betas, space_timesteps  # noqa: F401
+from .ddpm_bound import calc_bpd_loop, prior_bpd  # noqa: F401
 from .defaults import EndpointEps, endpoint_eps, sample_interval, train_interval  # noqa: F401
 from .diffusion import DIFFUSIONS, SIT_FORMS, Diffusion, from_sit, get_diffusion  # noqa: F401
 from .interpolants import (  # noqa: F401
@@ -25,6 +26,7 @@ from .loss import (  # noqa: F401
     UniformTime,
     build_objective,
     loss_weight,
+    prediction_weight,
 )
 from .predictions import PREDICTIONS, EndpointError, convert, from_x0_eps, to_x0_eps  # noqa: F401
 from .time import NETWORK_TIMES, ContinuousTime, DiscreteTime  # noqa: F401

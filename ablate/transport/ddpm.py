@@ -19,7 +19,9 @@ Ho et al. 2020 "DDPM" and Nichol & Dhariwal 2021 "Improved DDPM", IDDPM below).
   DiT uses LossType.MSE (no VB rescaling); ``rescale_vb=True`` multiplies L_vb by T/1000 (RESCALED_MSE).
 - Respacing (IDDPM Sec. 4): keep a subset S of indices; the respaced betas are 1 - alpha_bar_{s_i} /
   alpha_bar_{s_{i-1}}, and the network still sees the ORIGINAL index s_i (DiT's ``_WrappedModel``).
-- Sampling: ancestral p_sample (clip_denoised=False, as DiT's sample.py) and DDIM (Song et al. 2021, eq. 12).
+- Sampling: ancestral p_sample (clip_denoised=False, as DiT's sample.py) and DDIM (Song et al. 2021, eq. 12);
+  ``ddim_reverse_sample`` runs eq. 12 the other way (x_t -> x_{t+1}, deterministic: inversion).
+- The variational bound in bits/dim (``prior_bpd``, ``calc_bpd_loop``): :mod:`ablate.transport.ddpm_bound`.
 
 Schedule arrays are float64 and cast to the dtype of x at use. Noise replay: every loop takes the initial z
 and either a ``torch.Generator`` or a sequence of per-step noises (one per step, in sampling order).
@@ -27,12 +29,13 @@ and either a ``torch.Generator`` or a sequence of per-step noises (one per step,
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from . import ddpm_bound
+from .ddpm_bound import approx_standard_normal_cdf, discretized_gaussian_log_likelihood, normal_kl  # noqa: F401
 from .loss import mean_flat
 
 __all__ = [
@@ -93,31 +96,6 @@ def space_timesteps(num_timesteps: int, spec) -> list[int]:
     return sorted(set(kept))
 
 
-def normal_kl(mean1, logvar1, mean2, logvar2) -> Tensor:
-    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
-    return 0.5 * (
-        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-    )
-
-
-def approx_standard_normal_cdf(x: Tensor) -> Tensor:
-    """ADM's tanh approximation of Phi(x): 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def discretized_gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
-    """log P(bin of x) under N(means, e^{2 log_scales}) for data in [-1, 1] quantized to 256 levels
-    (DDPM Sec. 3.3, eq. 13): bins of half-width 1/255, the outer bins extended to -inf / +inf (|x| > 0.999);
-    probabilities clamped at 1e-12 before the log. Nats, elementwise."""
-    inv_std = torch.exp(-log_scales)
-    cdf_plus = approx_standard_normal_cdf(inv_std * (x - means + 1.0 / 255.0))
-    cdf_min = approx_standard_normal_cdf(inv_std * (x - means - 1.0 / 255.0))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
-
-
 class GaussianDiffusion:
     """A DDPM with the given betas (float64). ``timestep_map[i]`` is the original index the network sees for
     this diffusion's index i (identity unless respaced). ``learn_sigma``: learned-range variance (2C outputs);
@@ -139,8 +117,10 @@ class GaussianDiffusion:
         a = 1.0 - b
         self.alphas_cumprod = ab = torch.cumprod(a, 0)
         self.alphas_cumprod_prev = ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
+        self.alphas_cumprod_next = torch.cat([ab[1:], ab.new_zeros(1)])
         self.sqrt_alphas_cumprod = ab.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - ab).sqrt()
+        self.log_one_minus_alphas_cumprod = torch.log(1.0 - ab)
         self.sqrt_recip_alphas_cumprod = (1.0 / ab).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / ab - 1.0).sqrt()
         self.posterior_variance = pv = b * (1.0 - ab_prev) / (1.0 - ab)
@@ -195,8 +175,19 @@ class GaussianDiffusion:
             + self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
         )
 
+    def q_mean_variance(self, x0: Tensor, t):
+        """(sqrt(alpha_bar_t) x0, 1 - alpha_bar_t, log(1 - alpha_bar_t)) of q(x_t | x0) (DDPM eq. 4; DiT's
+        ``q_mean_variance``), each shaped like x0."""
+        t = self._index(t, x0)
+        return (
+            self._at(self.sqrt_alphas_cumprod, t, x0) * x0,
+            self._at(1.0 - self.alphas_cumprod, t, x0).expand_as(x0),
+            self._at(self.log_one_minus_alphas_cumprod, t, x0).expand_as(x0),
+        )
+
     def q_posterior_mean_variance(self, x0: Tensor, x_t: Tensor, t):
-        """(mu~_t(x_t, x0), beta~_t, log beta~_t clipped) of q(x_{t-1} | x_t, x0) (DDPM eqs. 6-7)."""
+        """(mu~_t(x_t, x0), beta~_t, log beta~_t clipped) of q(x_{t-1} | x_t, x0) (DDPM eqs. 6-7), each shaped
+        like x_t (as DiT's; the variances are broadcast views)."""
         t = self._index(t, x_t)
         mean = (
             self._at(self.posterior_mean_coef1, t, x_t) * x0
@@ -204,8 +195,8 @@ class GaussianDiffusion:
         )
         return (
             mean,
-            self._at(self.posterior_variance, t, x_t),
-            self._at(self.posterior_log_variance_clipped, t, x_t),
+            self._at(self.posterior_variance, t, x_t).expand_as(x_t),
+            self._at(self.posterior_log_variance_clipped, t, x_t).expand_as(x_t),
         )
 
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -281,6 +272,19 @@ class GaussianDiffusion:
         nonzero = self._at(self._noise_mask, t, x)
         return dict(sample=mean + nonzero * s * noise, pred_xstart=out["pred_xstart"])
 
+    def ddim_reverse_sample(self, model, x, t, y=None, eta: float = 0.0, clip_denoised: bool = False):
+        """DDIM run forwards (DiT's ``ddim_reverse_sample``, eq. 12 reversed, deterministic): from x at index t
+        to index t + 1, x_{t+1} = sqrt(ab_next) x0_hat + sqrt(1 - ab_next) eps_hat, eps_hat re-derived from
+        x0_hat, ab_next = ``alphas_cumprod_next[t]`` (0 after the last index). ``eta`` must be 0."""
+        if eta != 0.0:
+            raise ValueError(f"the reverse DDIM step is deterministic: eta must be 0, got {eta!r}")
+        t = self._index(t, x)
+        out = self.p_mean_variance(model, x, t, y, clip_denoised)
+        eps = self.predict_eps_from_x0(x, t, out["pred_xstart"])
+        ab_next = self._at(self.alphas_cumprod_next, t, x)
+        sample = out["pred_xstart"] * torch.sqrt(ab_next) + torch.sqrt(1 - ab_next) * eps
+        return dict(sample=sample, pred_xstart=out["pred_xstart"])
+
     def _loop(self, step, model, z, y, noise, generator, device, dtype, **kw) -> Tensor:
         if isinstance(noise, torch.Generator):
             generator, noise = noise, None
@@ -341,14 +345,35 @@ class GaussianDiffusion:
         )
 
     # -- training --------------------------------------------------------------------------------------------
-    def vb_terms_bpd(self, out: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def vb_terms_bpd(self, out: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool = False) -> Tensor:
         """L_vb per sample in bits/dim from a raw model output: KL for t > 0, decoder NLL at t = 0."""
-        p = self._p_from_output(out, x_t, t, clip_denoised=False)
-        true_mean, _, true_log_var = self.q_posterior_mean_variance(x0, x_t, t)
-        kl = mean_flat(normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"])) / math.log(2.0)
-        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])
-        nll = mean_flat(nll) / math.log(2.0)
-        return torch.where(t == 0, nll, kl)
+        p = self._p_from_output(out, x_t, t, clip_denoised=clip_denoised)
+        return ddpm_bound.vb_terms_bpd(self, p, x0, x_t, t)
+
+    def prior_bpd(self, x0: Tensor) -> Tensor:
+        """KL(q(x_{T-1} | x0) || N(0, I)) per sample in bits/dim (:func:`ddpm_bound.prior_bpd`)."""
+        return ddpm_bound.prior_bpd(self, x0)
+
+    _prior_bpd = prior_bpd  # DiT's name
+
+    def calc_bpd_loop(self, model, x0, y=None, clip_denoised: bool = True, noise=None, generator=None) -> dict:
+        """The full variational bound in bits/dim: dict(total_bpd, prior_bpd, vb, xstart_mse, mse)
+        (:func:`ddpm_bound.calc_bpd_loop`; DiT's ``calc_bpd_loop``, its default ``clip_denoised=True``)."""
+        return ddpm_bound.calc_bpd_loop(
+            self, model, x0, y, clip_denoised=clip_denoised, noise=noise, generator=generator
+        )
+
+    def respaced(self, spec) -> "GaussianDiffusion":
+        """This diffusion respaced by ``spec`` (:func:`space_timesteps`: an int, ``"250"``, ``"10,20"``,
+        ``"ddim25"``): betas 1 - alpha_bar_{s_i} / alpha_bar_{s_{i-1}} over the kept indices s_i, and the
+        network keeps seeing its original indices (``timestep_map`` composed)."""
+        spec = str(spec) if isinstance(spec, int) and not isinstance(spec, bool) else spec
+        kept = torch.tensor(space_timesteps(self.num_timesteps, spec))
+        ab = self.alphas_cumprod[kept]
+        betas = 1.0 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
+        return GaussianDiffusion(
+            betas, learn_sigma=self.learn_sigma, timestep_map=self.timestep_map[kept], rescale_vb=self.rescale_vb
+        )
 
     def training_losses(
         self, model: Callable, x0: Tensor, t, y=None, noise: Tensor | None = None, generator=None
@@ -373,8 +398,4 @@ class GaussianDiffusion:
 def build_ddpm(num_timesteps: int = 1000, respacing="", learn_sigma: bool = True) -> GaussianDiffusion:
     """DiT's ``create_diffusion``: linear betas over ``num_timesteps``, respaced by ``respacing`` (see
     :func:`space_timesteps`); respaced betas are 1 - alpha_bar_{s_i} / alpha_bar_{s_{i-1}} over kept s_i."""
-    base_ab = torch.cumprod(1.0 - linear_betas(num_timesteps), 0)
-    kept = space_timesteps(num_timesteps, respacing)
-    ab = base_ab[torch.tensor(kept)]
-    betas = 1.0 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
-    return GaussianDiffusion(betas, learn_sigma=learn_sigma, timestep_map=kept)
+    return GaussianDiffusion(linear_betas(num_timesteps), learn_sigma=learn_sigma).respaced(respacing)

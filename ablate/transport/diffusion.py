@@ -15,18 +15,21 @@ w_t = 2 D_{1-t}. :func:`from_sit` reproduces its ``compute_diffusion`` forms exa
 Endpoints: w_KL = 2 lambda_t is +inf at t = 1 for linear and GVP (alpha_1 = 0). Such coefficients report
 ``singular_at_noise_end = True`` and refuse t = 1 with :class:`EndpointError`, so the sampler asks
 :func:`ablate.transport.defaults.sample_interval` for ``noise_singular=True`` and starts at 1 - eps.
+At the data end the drift's term w s / 2 = -(w / sigma) eps_hat / 2 is 0 * inf where w = sigma = 0;
+:meth:`Diffusion.w_over_sigma` gives the finite limit of w / sigma there (e.g. w_KL / sigma -> 2 on linear,
+pi on GVP), so the SDE drift at t = 0 is the limit of the drift, not v.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from .interpolants import Interpolant
-from .predictions import EndpointError, convert, validate_prediction
+from .loss_curve import LossCurve, estimate_loss_curve
+from .predictions import EndpointError
 
 __all__ = [
     "Diffusion",
@@ -53,6 +56,11 @@ def _t(t) -> Tensor:
 
 
 DIFFUSIONS: dict[str, type["Diffusion"]] = {}  # filled by every subclass that sets ``name`` (the registry)
+
+
+def _sin_pi(t: Tensor) -> Tensor:
+    """sin(pi t) through sin(pi min(t, 1 - t)): exactly 0 at both ends (sin(pi) is 1.2e-16 in floating point)."""
+    return torch.sin(math.pi * torch.minimum(t, 1 - t))
 
 
 class Diffusion:
@@ -89,6 +97,25 @@ class Diffusion:
     def w(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def w_over_sigma(self, t) -> Tensor:
+        """w_t / sigma_t, and its limit where sigma_t = 0 (the data end): +inf where w > 0 there, else the
+        class's closed form (:meth:`_ratio_at_sigma_zero`). The SDE drift needs it at t = 0, where
+        w s / 2 = -(w / sigma) eps_hat / 2 with eps_hat finite."""
+        t = _t(t)
+        w, sigma = self(t), self.interpolant.sigma(t)
+        zero = sigma == 0
+        if not bool(zero.any()):
+            return w / sigma
+        lim = torch.where(w > 0, torch.full_like(w, math.inf), self._ratio_at_sigma_zero(t, w))
+        return torch.where(zero, lim, w / torch.where(zero, torch.ones_like(sigma), sigma))
+
+    def _ratio_at_sigma_zero(self, t: Tensor, w: Tensor) -> Tensor:
+        """lim w / sigma where w = sigma = 0; a coefficient without a known limit raises."""
+        raise EndpointError(
+            f"diffusion {self.name!r}: the limit of w / sigma where both vanish is not known; override "
+            "Diffusion._ratio_at_sigma_zero, or keep the SDE grid off t = 0 (sample_eps / last_step)"
+        )
+
     def __call__(self, t, check: bool = True) -> Tensor:
         t = _t(t)
         if check and self.singular_at_noise_end and bool((t >= 1).any()):
@@ -119,6 +146,21 @@ class WKL(Diffusion):
     def w(self, t):
         return self.norm * 2 * self.interpolant.lambda_(t)
 
+    def _ratio_at_sigma_zero(self, t, w):
+        return self.norm * 2 * _lambda_over_sigma(self.interpolant, t)
+
+
+def _lambda_over_sigma(interpolant: Interpolant, t: Tensor) -> Tensor:
+    """lambda_t / sigma_t = sigma' - (alpha'/alpha) sigma: 1 (linear), pi/2 (GVP), +inf (VP) at t = 0."""
+    return interpolant.d_sigma(t) - interpolant.d_log_alpha(t) * interpolant.sigma(t)
+
+
+class _Vanishing(Diffusion):
+    """A coefficient that is O(t^2) at t = 0, faster than sigma (O(t), or O(sqrt t) for VP): w / sigma -> 0."""
+
+    def _ratio_at_sigma_zero(self, t, w):
+        return torch.zeros_like(w)
+
 
 class Sigma(Diffusion):
     """w_t = norm * sigma_t (SiT Table 6 column "sigma_t")."""
@@ -128,17 +170,20 @@ class Sigma(Diffusion):
     def w(self, t):
         return self.norm * self.interpolant.sigma(t)
 
+    def _ratio_at_sigma_zero(self, t, w):
+        return torch.full_like(w, self.norm)
 
-class Sin2(Diffusion):
+
+class Sin2(_Vanishing):
     """w_t = norm * sin^2(pi t) (SiT Table 6 column "sin^2(pi t)"; SiT code "increasing-decreasing")."""
 
     name = "sin2"
 
     def w(self, t):
-        return self.norm * torch.sin(math.pi * t) ** 2
+        return self.norm * _sin_pi(t) ** 2
 
 
-class Constant(Diffusion):
+class Constant(_Vanishing):  # w / sigma is +inf at t = 0 unless norm = 0
     """w_t = norm (constant)."""
 
     name = "constant"
@@ -155,8 +200,11 @@ class LinearW(Diffusion):
     def w(self, t):
         return self.norm * t
 
+    def _ratio_at_sigma_zero(self, t, w):
+        return self.norm / self.interpolant.d_sigma(t)  # t / sigma -> 1 / sigma'(0): 1, 2 / pi, 0 (VP)
 
-class Decreasing(Diffusion):
+
+class Decreasing(_Vanishing):
     """w_t = norm * sin^4(pi t / 2) = norm * (1 - cos(pi t))^2 / 4: 1 at the noise end, decreasing smoothly
     (flat) to 0 at the data end along the sampling direction (the shape of SiT's "decreasing" form at norm 1).
     """
@@ -165,34 +213,6 @@ class Decreasing(Diffusion):
 
     def w(self, t):
         return self.norm * torch.sin(0.5 * math.pi * t) ** 4
-
-
-class LossCurve:
-    """A per-time loss estimate L_t, linear interpolation between float64 knots (constant beyond the ends)."""
-
-    def __init__(self, t, loss):
-        t = torch.as_tensor(t, dtype=torch.float64).flatten()
-        loss = torch.as_tensor(loss, dtype=torch.float64).flatten()
-        if t.numel() != loss.numel() or t.numel() == 0:
-            raise ValueError(
-                f"LossCurve needs equally many knots and values, got {t.numel()} and {loss.numel()}"
-            )
-        if bool((loss < 0).any()) or not bool(torch.isfinite(loss).all()):
-            raise ValueError(f"LossCurve values must be finite and >= 0, got {loss.tolist()[:8]}")
-        order = torch.argsort(t)
-        self.t, self.loss = t[order], loss[order]
-
-    @classmethod
-    def constant(cls, value: float) -> "LossCurve":
-        return cls([0.0, 1.0], [value, value])
-
-    def __call__(self, t: Tensor) -> Tensor:
-        tt = _t(t).to(torch.float64).clamp(self.t[0], self.t[-1])
-        if self.t.numel() == 1:
-            return self.loss.expand_as(tt).to(_t(t).dtype)
-        i = torch.searchsorted(self.t, tt, right=True).clamp(1, self.t.numel() - 1)
-        t0, t1, l0, l1 = self.t[i - 1], self.t[i], self.loss[i - 1], self.loss[i]
-        return (l0 + (l1 - l0) * (tt - t0) / (t1 - t0)).to(_t(t).dtype)
 
 
 class WKLEta(Diffusion):
@@ -249,62 +269,25 @@ class WKLEta(Diffusion):
         inv_lam2 = torch.where(at_noise_end, torch.zeros_like(t), 1 / lam**2)  # lambda = 0 at t = 0 -> inf
         if self.eta == 0:
             return self.norm * 2 * lam
+        return self.norm * 2 / torch.sqrt(inv_lam2 + self._cost(t))
+
+    def _cost(self, t):
         loss = self.loss(t).to(t.dtype)
-        cost = torch.where(loss > 0, 8 * self.eta / loss, torch.full_like(t, math.inf))
-        return self.norm * 2 / torch.sqrt(inv_lam2 + cost)
+        return torch.where(loss > 0, 8 * self.eta / loss, torch.full_like(t, math.inf))
+
+    def _ratio_at_sigma_zero(self, t, w):
+        # w = 2 lambda / sqrt(1 + cost lambda^2): w / sigma -> 2 (lambda / sigma) where lambda -> 0
+        ratio = self.norm * 2 * _lambda_over_sigma(self.interpolant, t)
+        if self.eta == 0:
+            return ratio
+        cost, lam = self._cost(t), self.interpolant.lambda_(t)
+        return torch.where(torch.isinf(cost), torch.zeros_like(w), ratio / torch.sqrt(1 + cost * lam**2))
 
     def describe(self) -> dict:
         return {"name": self.name, "norm": self.norm, "eta": self.eta}
 
     def __repr__(self):
         return f"WKLEta(interpolant={self.interpolant!r}, norm={self.norm}, eta={self.eta})"
-
-
-@torch.no_grad()
-def estimate_loss_curve(
-    model: Callable,
-    data: Tensor,
-    interpolant: Interpolant,
-    prediction: str,
-    *,
-    y=None,
-    t=None,
-    num_t: int = 32,
-    t_min: float = 0.01,
-    t_max: float = 0.99,
-    repeats: int = 1,
-    generator=None,
-) -> LossCurve:
-    """Estimate L_t = E|v_hat(x_t, t) - (alpha'_t x + sigma'_t eps)|^2 / dim on held-out data, for w_KL,eta.
-
-    ``model(x, t, y)`` predicts ``prediction`` in paper time; its output is converted to a velocity.
-    This is the training loss at each t (mean over dimensions). It exceeds the excess error
-    E|v_hat - v|^2 of the bound by the irreducible conditional variance, so it is a conservative
-    (upper) estimate. Knots: ``t`` (float64) or ``num_t`` uniform points in [t_min, t_max].
-    """
-    validate_prediction(prediction)
-    knots = (
-        torch.linspace(t_min, t_max, num_t, dtype=torch.float64)
-        if t is None
-        else torch.as_tensor(t, dtype=torch.float64).flatten()
-    )
-    losses = []
-    for tk in knots.tolist():
-        acc = 0.0
-        for _ in range(repeats):
-            dev = generator.device if generator is not None else data.device
-            eps = torch.randn(data.shape, generator=generator, dtype=data.dtype, device=dev).to(data.device)
-            tb = torch.full((data.shape[0],), tk, dtype=data.dtype, device=data.device)
-            c = interpolant(torch.tensor(tk, dtype=torch.float64)).like(data)
-            c = type(c)(
-                *(torch.as_tensor(v, dtype=data.dtype) for v in (c.alpha, c.sigma, c.d_alpha, c.d_sigma))
-            )
-            x_t = c.alpha * data + c.sigma * eps
-            v_hat = convert(model(x_t, tb, y), prediction, "velocity", x_t, c)
-            target = c.d_alpha * data + c.d_sigma * eps
-            acc += float(((v_hat - target) ** 2).mean())
-        losses.append(acc / repeats)
-    return LossCurve(knots, losses)
 
 
 class SiTDiffusion(Diffusion, register=False):
@@ -341,7 +324,17 @@ class SiTDiffusion(Diffusion, register=False):
             return 2 * n * t
         if f == "decreasing":
             return 0.5 * (1 - n * torch.cos(math.pi * t)) ** 2
-        return 2 * n * torch.sin(math.pi * t) ** 2  # increasing-decreasing
+        return 2 * n * _sin_pi(t) ** 2  # increasing-decreasing
+
+    def _ratio_at_sigma_zero(self, t, w):
+        n, f = self.norm, self.form
+        if f == "SBDM":
+            return n * 2 * _lambda_over_sigma(self.interpolant, t)
+        if f == "sigma":
+            return torch.full_like(w, 2 * n)
+        if f == "linear":
+            return 2 * n / self.interpolant.d_sigma(t)
+        return torch.zeros_like(w)  # constant (norm 0), decreasing (norm 1: O(t^4)), increasing-decreasing
 
     def __repr__(self):
         return f"SiTDiffusion(form={self.form!r}, interpolant={self.interpolant!r}, norm={self.norm})"

@@ -51,17 +51,29 @@ def expand_like(c: Tensor, x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PathCoefficients:
-    """alpha_t, sigma_t and their time derivatives (paper time), each broadcastable against t."""
+    """alpha_t, sigma_t and their time derivatives (paper time), each broadcastable against t.
+
+    ``sigma_d_sigma`` is the product sigma_t sigma'_t, finite at every end of the built-in interpolants even
+    where sigma' is infinite (VP at t = 0: sigma sigma' = -alpha alpha' = alpha^2 beta / 2). The conversions
+    need it to take the finite limits there (lambda_t = sigma sigma' - alpha' sigma^2 / alpha). ``None`` (a
+    hand-built record) means "compute it as sigma * d_sigma".
+    """
 
     alpha: Tensor
     sigma: Tensor
     d_alpha: Tensor
     d_sigma: Tensor
+    sigma_d_sigma: Tensor | None = None
 
     def like(self, x: Tensor) -> "PathCoefficients":
-        """The same coefficients reshaped to broadcast against a batch x of shape [B, ...]."""
+        """The same coefficients reshaped to broadcast against a batch x of shape [B, ...] (x's dtype)."""
         coefs = (self.alpha, self.sigma, self.d_alpha, self.d_sigma)
-        return PathCoefficients(*(expand_like(c, x) for c in coefs))
+        s_ds = None if self.sigma_d_sigma is None else expand_like(self.sigma_d_sigma, x)
+        return PathCoefficients(*(expand_like(c, x) for c in coefs), s_ds)
+
+    def s_ds(self) -> Tensor:
+        """sigma_t sigma'_t: the stored finite product, else sigma * d_sigma."""
+        return self.sigma * self.d_sigma if self.sigma_d_sigma is None else self.sigma_d_sigma
 
 
 INTERPOLANTS: dict[str, type["Interpolant"]] = {}  # filled by every subclass that sets ``name`` (the registry)
@@ -106,7 +118,13 @@ class Interpolant:
         t = torch.as_tensor(t)
         if not t.is_floating_point():
             t = t.to(torch.get_default_dtype())
-        return PathCoefficients(self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t))
+        return PathCoefficients(
+            self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t), self.sigma_d_sigma(t)
+        )
+
+    def sigma_d_sigma(self, t: Tensor) -> Tensor:
+        """sigma_t sigma'_t; override where sigma' is infinite but the product is finite (VP at t = 0)."""
+        return self.sigma(t) * self.d_sigma(t)
 
     def d_log_alpha(self, t: Tensor) -> Tensor:
         """alpha'_t / alpha_t (infinite where alpha_t = 0)."""
@@ -231,6 +249,11 @@ class VP(Interpolant):
         # sigma sigma' = -alpha alpha'  =>  sigma' = alpha^2 beta / (2 sigma); +inf at t = 0.
         a = self.alpha(t)
         return 0.5 * a * a * self.beta(t) / self.sigma(t)
+
+    def sigma_d_sigma(self, t):
+        # sigma sigma' = -alpha alpha' = alpha^2 beta / 2 (from alpha^2 + sigma^2 = 1): 0.05 at t = 0, not 0 inf.
+        a = self.alpha(t)
+        return 0.5 * a * a * self.beta(t)
 
     def lambda_(self, t):
         # sigma sigma' - alpha' sigma^2 / alpha = -(alpha'/alpha)(alpha^2 + sigma^2) = beta(t) / 2: finite.

@@ -50,6 +50,7 @@ __all__ = [
     "Objective",
     "build_objective",
     "loss_weight",
+    "prediction_weight",
     "mean_flat",
 ]
 
@@ -125,14 +126,46 @@ def validate_weighting(name: str) -> str:
 
 
 def loss_weight(interpolant: Interpolant, weighting: str, t: Tensor) -> Tensor:
-    """w_t of the weighted score/noise loss (module docstring): 1, (lambda/sigma)^2 or lambda/sigma^2."""
+    """w_t of the weighted score/noise loss (module docstring): 1, (lambda/sigma)^2 or lambda/sigma^2.
+
+    Written with lambda_t / sigma_t = sigma'_t - (alpha'_t / alpha_t) sigma_t, which has the finite limit at
+    the data end of linear (1) and GVP (pi/2) where lambda / sigma is 0/0; the other ends are +inf (table in
+    README.md), never NaN.
+    """
     if weighting == "none":
         return torch.ones_like(t)
     if weighting == "velocity":
-        return (interpolant.lambda_(t) / interpolant.sigma(t)) ** 2
+        return _lambda_over_sigma(interpolant, t) ** 2
     if weighting == "likelihood":
-        return interpolant.lambda_(t) / interpolant.sigma(t) ** 2
+        return _lambda_over_sigma(interpolant, t) / interpolant.sigma(t)
     raise ValueError(f"unknown weighting {weighting!r}; valid choices: {list(WEIGHTINGS)}")
+
+
+def _lambda_over_sigma(interpolant: Interpolant, t: Tensor) -> Tensor:
+    """lambda_t / sigma_t = sigma' - (alpha'/alpha) sigma (both terms >= 0: no cancellation)."""
+    return interpolant.d_sigma(t) - interpolant.d_log_alpha(t) * interpolant.sigma(t)
+
+
+def prediction_weight(interpolant: Interpolant, prediction: str, weighting: str, t: Tensor) -> Tensor:
+    """The weight on the squared error of ``prediction`` (what :meth:`Objective.loss` multiplies by).
+
+    noise/score: :func:`loss_weight`. x0 with a weighting: w_t (alpha_t / sigma_t)^2, evaluated as
+    (det / sigma)^2 (``velocity``) and det alpha / sigma^3 (``likelihood``) with det = alpha sigma' -
+    sigma alpha' = alpha lambda / sigma, so that the finite limits at the noise end of linear/GVP (velocity:
+    1 and (pi/2)^2; likelihood: 0) come out exactly instead of inf * 0. ``none`` (and velocity): 1.
+    """
+    validate_prediction(prediction)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; valid choices: {list(WEIGHTINGS)}")
+    if prediction == "velocity" and weighting != "none":
+        raise ValueError("the velocity loss is unweighted (SiT eq. 6): use weighting='none'")
+    if prediction != "x0" or weighting == "none":
+        return loss_weight(interpolant, weighting, t)
+    c = interpolant(t)
+    det = c.alpha * c.d_sigma - c.sigma * c.d_alpha  # +inf at VP t = 0 (sigma' = inf), never NaN
+    if weighting == "velocity":
+        return (det / c.sigma) ** 2
+    return det * c.alpha / c.sigma**3
 
 
 class Objective:
@@ -183,11 +216,11 @@ class Objective:
                 "keep the time density off that endpoint (train_eps > 0, or t_min/t_max)"
             )
 
-    def _weight(self, t: Tensor) -> Tensor:
-        w = loss_weight(self.interpolant, self.weighting, t)
-        if self.prediction == "x0" and self.weighting != "none":
-            w = w * (self.interpolant.alpha(t) / self.interpolant.sigma(t)) ** 2
-        return w
+    def weight(self, t: Tensor) -> Tensor:
+        """The weight of this objective's squared error at t (:func:`prediction_weight`)."""
+        return prediction_weight(self.interpolant, self.prediction, self.weighting, t)
+
+    _weight = weight  # the former private name
 
     def loss(
         self,

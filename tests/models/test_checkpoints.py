@@ -74,7 +74,9 @@ def test_infer_config_reads_every_architecture_field():
             mlp_ratio=2.0,
             learn_sigma=False,
         )
-    cfg = infer_config(m.state_dict())
+    with pytest.warns(UserWarning, match="num_heads"):  # width 96 is not a known width: heads are guessed
+        cfg = infer_config(m.state_dict())
+    assert infer_config(m.state_dict(), num_heads=2)["num_heads"] == 2
     assert cfg == dict(
         depth=3,
         hidden_size=96,
@@ -129,12 +131,16 @@ def test_sit_checkpoint_uses_four_of_its_eight_channels_and_adapts_time(tmp_path
     out = model(x, t_sit, y)
     assert out.shape == (3, 4, 8, 8) and info.config["return_sigma"] is False
     torch.testing.assert_close(out, full[:, :4], rtol=0, atol=0)
-    # In the library's time t = 1 - t_sit the velocity changes sign: v(x, t) = -v_sit(x, 1 - t).
+    # In the library's time t = 1 - t_sit the velocity changes sign: v(x, t) = -v_sit(x, 1 - t). In float64:
+    # 1 - (1 - t) differs from t by float32 rounding (2e-8 at t = 0.1), which moved the float32 outputs by
+    # ~5e-7, within 2x of a 1e-6 tolerance; in float64 the same rounding is ~1e-16.
     paper = info.paper_time(model)
     assert isinstance(paper, SiTPaperTime)
-    torch.testing.assert_close(paper(x, 1 - t_sit, y), -full[:, :4], rtol=1e-6, atol=1e-6)
-    # Guidance in float64: 1 - (1 - t) differs from t in float32 rounding, which the guidance scale amplifies.
     model.double()
+    src.double()
+    x64, t64 = x.double(), t_sit.double()
+    torch.testing.assert_close(paper(x64, 1 - t64, y), -src(x64, t64, y)[:, :4], rtol=1e-12, atol=1e-12)
+    # Guidance: the guidance scale would amplify the same rounding.
     yy = torch.tensor([1, 2, 10, 10])
     xx = torch.cat([x[:2], x[:2]]).double()
     tt = torch.tensor([0.3, 0.7, 0.3, 0.7], dtype=torch.float64)
@@ -178,3 +184,30 @@ def test_loader_reads_with_weights_only(tmp_path):
     torch.save({"model": _tiny(0).state_dict(), "payload": Evil()}, path)
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         load_official(path, num_heads=1)
+
+
+def test_loaded_state_dict_and_training_checkpoint_dict(tmp_path):
+    """A checkpoint already in memory loads like its file: a plain state dict (kind required: no file name)
+    and a training-checkpoint dict (kind from its args, EMA preferred)."""
+    src = _tiny(4)
+    x, t, y = _inputs()
+    model, info = load_official(src.state_dict(), kind="dit", num_heads=1)
+    torch.testing.assert_close(model(x, t, y), src(x, t, y), rtol=0, atol=0)
+    assert info.path == "<state dict>" and info.entry == "state_dict"
+    with pytest.raises(ValueError, match="pass kind="):
+        load_official(src.state_dict(), num_heads=1)
+    ema = _tiny(5)
+    ckpt = {"model": src.state_dict(), "ema": ema.state_dict(), "args": argparse.Namespace(model="SiT-XL/2")}
+    model, info = load_official(ckpt, num_heads=1)
+    assert (info.kind, info.entry) == ("sit", "ema")
+    torch.testing.assert_close(model(x, t.float() / 1000, y), ema(x, t.float() / 1000, y)[:, :4], rtol=0, atol=0)
+
+
+def test_heads_are_required_outside_the_known_widths(tmp_path):
+    sd = _tiny(0).state_dict()  # width 64: not a paper or preset width
+    with pytest.raises(ValueError, match="num_heads="):
+        load_official(sd, kind="dit")
+    load_official(sd, kind="dit", num_heads=1)
+    with torch.device("meta"):  # the tiny presets' width 256 has 4 heads: no argument needed
+        tiny = DiT(input_size=8, patch_size=2, in_channels=1, hidden_size=256, depth=1, num_heads=4, num_classes=10)
+    assert infer_config(tiny.state_dict())["num_heads"] == 4

@@ -196,7 +196,13 @@ def test_float32_agrees_with_float64():
     m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     t, y = torch.tensor([3, 900]), torch.tensor([1, 3])
-    torch.testing.assert_close(m32(x.float(), t, y).double(), m64(x, t, y), rtol=1e-4, atol=1e-4)
+    ref = m64(x, t, y)
+    # float32 rounds each operation by eps32 = 1.2e-7 (relative); through two blocks (reductions of up to 128
+    # terms, layer norms, softmax) this input's error is ~45 eps32 of the output scale (6e-5 at scale 11), and
+    # it depends on the CPU's matmul blocking. The former 1e-4 tolerance was within 2x of it. Tolerance:
+    # 1000 eps32 x the output scale (~20x the measured error, still 1e-4 of the scale).
+    tol = 1000 * torch.finfo(torch.float32).eps * ref.abs().max().item()
+    torch.testing.assert_close(m32(x.float(), t, y).double(), ref, rtol=0, atol=tol)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -99,3 +99,18 @@ def test_heun_replays_sit_ode_with_torchdiffeq_heun2():
     s_grid = torch.linspace(0.0, 1.0, 13, dtype=torch.float64)  # SiT time s = 1 - t, velocity -v
     ref = odeint(lambda s, x: -vel(x, (1 - s).expand(x.shape[0])), z, s_grid, method="heun2")[-1]
     assert torch.allclose(ours, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+@pytest.mark.parametrize("prediction", ["noise", "velocity"])
+def test_adaptive_solvers_stay_inside_the_interval(method, prediction):
+    """VP with an adaptive solver: the last step lands on t_min (torchdiffeq's step_t) instead of stepping past
+    it to t < 0, where alpha > 1 and sigma is NaN (the solve used to fail with 'underflow in dt')."""
+    ip = get_interpolant("vp")
+    oracle = GaussianOracle(ip, MU, S)
+    s = build_sampler(f"ode_{method}", interpolant=ip, prediction=prediction, atol=1e-8, rtol=1e-8)
+    seen, model = [], oracle.model(prediction)
+    z = _z(8)
+    out = s(lambda x, t, y=None: seen.append(t[0].item()) or model(x, t, y), z)
+    assert s.t_min <= min(seen) and max(seen) <= s.t_max
+    assert torch.allclose(out.x, oracle.flow(z, s.t_max, s.t_min), atol=1e-6)

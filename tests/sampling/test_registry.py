@@ -99,3 +99,34 @@ def test_discrete_model_probability_flow_ode():
     a = ((out.x - out.x.mean()) * (z - z.mean())).sum() / ((z - z.mean()) ** 2).sum()
     b = (out.x - a * z).mean()
     assert a.item() == pytest.approx(0.5, rel=0.03) and b.item() == pytest.approx(0.8, rel=0.02)
+
+
+@pytest.mark.parametrize("spec,nfe,label", [("10,20", 30, "ddpm-r10_20-nfe30"), ("ddim25", 25, "ddpm-ddim25-nfe25"),
+                                            ("40", 40, "ddpm-nfe40"), (40, 40, "ddpm-nfe40")])
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_discrete_sampler_takes_dit_respacing_specs(spec, nfe, label, kind):
+    """Any of DiT's specs ("250", "10,20", "ddimN") respaces like build_ddpm(respacing=spec); NFE counted."""
+    from ablate.sampling import DiscreteSampler
+
+    ddpm = build_ddpm(1000, learn_sigma=False)
+    s = DiscreteSampler(ddpm, kind, spec, eta=0.3)
+    respaced = build_ddpm(1000, str(spec), learn_sigma=False)
+    assert s.expected_nfe == nfe and s.tag.startswith(label.replace("ddpm", kind))
+    torch.testing.assert_close(s.diffusion.timestep_map, respaced.timestep_map, rtol=0, atol=0)
+    model = _ddpm_oracle(ddpm)
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = torch.randn(nfe, 4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = s(model, z, noise=noise)
+    ref = (respaced.p_sample_loop(model, z, noise=list(noise)) if kind == "ddpm"
+           else respaced.ddim_sample_loop(model, z, noise=list(noise), eta=0.3))
+    assert out.nfe == nfe
+    torch.testing.assert_close(out.x, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_discrete_sampler_rejects_bad_specs():
+    from ablate.sampling import DiscreteSampler
+
+    ddpm = build_ddpm(100, learn_sigma=False)
+    for bad in ("fast", "ddim60", "200", "10,60", 0, 101, 2.5, True):
+        with pytest.raises(ValueError, match="steps"):
+            DiscreteSampler(ddpm, "ddpm", bad)

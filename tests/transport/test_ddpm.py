@@ -304,3 +304,51 @@ def test_float32_inputs_use_float64_schedule_cast_at_use():
     l32 = d.training_losses(net, x0.float(), t, noise=noise.float())["loss"]
     assert l32.dtype == torch.float32 and d.alphas_cumprod.dtype == F64
     torch.testing.assert_close(l32.double(), l64, rtol=1e-4, atol=1e-5)
+
+
+def test_reverse_ddim_step_is_the_gaussian_affine_map():
+    """With the exact eps of N(mu, s^2) data, x_{t+1} - sqrt(ab') mu = g (x_t - sqrt(ab) mu), ab' = ab_next,
+    g = (sqrt(ab' ab) s^2 + sqrt((1 - ab')(1 - ab))) / (ab s^2 + 1 - ab) (DDIM eq. 12 run forwards); after the
+    last index ab_next = 0: x_T = eps_hat."""
+    mu, s = 0.3, 0.6
+    d = build_ddpm(respacing="50")
+    net = _oracle(d, mu, s)
+    x = torch.randn(5, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
+    for i in (0, 7, 30, 49):
+        ab, abn = d.alphas_cumprod[i].item(), d.alphas_cumprod_next[i].item()
+        g = (math.sqrt(abn * ab) * s**2 + math.sqrt((1 - abn) * (1 - ab))) / (ab * s**2 + 1 - ab)
+        got = d.ddim_reverse_sample(net, x, torch.full((5,), i))["sample"]
+        torch.testing.assert_close(got - math.sqrt(abn) * mu, g * (x - math.sqrt(ab) * mu), rtol=1e-12, atol=1e-12)
+    assert d.alphas_cumprod_next[-1].item() == 0.0
+    torch.testing.assert_close(d.alphas_cumprod_next[:-1], d.alphas_cumprod[1:], rtol=0, atol=0)
+
+
+def test_calc_bpd_loop_layout_and_noise_replay():
+    d = build_ddpm(respacing="10")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 2, 2, 2, dtype=F64, generator=g) * 2 - 1
+    net = lambda x, i, y: torch.cat([0.2 * x, torch.tanh(x)], 1)
+    out = d.calc_bpd_loop(net, x0, noise=torch.Generator().manual_seed(1))
+    assert out["vb"].shape == out["xstart_mse"].shape == out["mse"].shape == (3, 10)
+    torch.testing.assert_close(out["total_bpd"], out["vb"].sum(1) + out["prior_bpd"], rtol=0, atol=0)
+    g1 = torch.Generator().manual_seed(1)
+    noises = [torch.randn(x0.shape, dtype=F64, generator=g1) for _ in range(10)]
+    replay = d.calc_bpd_loop(net, x0, noise=noises)
+    for k in out:
+        torch.testing.assert_close(replay[k], out[k], rtol=0, atol=0)
+    # column k is index T-1-k (DiT's visiting order): the decoder NLL of index 0 is the last column
+    x_t = d.q_sample(x0, torch.zeros(3, dtype=torch.long), noises[-1])
+    last = d.vb_terms_bpd(net(x_t, torch.zeros(3, dtype=torch.long), None), x0, x_t, torch.zeros(3, dtype=torch.long),
+                          clip_denoised=True)
+    torch.testing.assert_close(out["vb"][:, -1], last, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="per-step noises"):
+        d.calc_bpd_loop(net, x0, noise=noises[:3])
+
+
+def test_prior_bpd_by_hand():
+    """KL(N(sqrt(ab) x0, 1 - ab) || N(0, 1)) = (ab x0^2 + (1 - ab) - 1 - log(1 - ab)) / 2, in bits, per dim."""
+    d = build_ddpm()
+    x0 = torch.tensor([[0.5, -1.0]], dtype=F64)
+    ab = d.alphas_cumprod[-1].item()
+    kl = [(ab * v**2 + (1 - ab) - 1 - math.log(1 - ab)) / 2 for v in (0.5, -1.0)]
+    assert d.prior_bpd(x0).item() == pytest.approx(sum(kl) / 2 / math.log(2), rel=1e-10)

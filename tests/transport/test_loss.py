@@ -123,14 +123,21 @@ def test_default_time_density_is_the_endpoint_table():
 
 
 def test_endpoint_weights_refused_at_build_time():
-    # likelihood weight 1/(t(1-t)) on linear is infinite at both ends; (lambda/sigma)^2 is 0/0 at t = 0
+    # likelihood weight 1/(t(1-t)) on linear is infinite at both ends; (lambda/sigma)^2 is inf at GVP t = 1
     with pytest.raises(ValueError, match="not finite"):
         Objective("linear", "noise", "likelihood", train_eps=0.0)
     with pytest.raises(ValueError, match="not finite"):
-        Objective("gvp", "score", "velocity", time_density=UniformTime(0.0, 0.999))
+        Objective("gvp", "score", "velocity", time_density=UniformTime(1e-3, 1.0))
     with pytest.raises(ValueError, match="not finite"):
         Objective("linear", "x0", "velocity", time_density=UniformTime(0.0, 0.9))
     Objective("linear", "x0", "none", time_density=UniformTime(0.0, 1.0))  # plain x0 MSE is finite everywhere
+    # (lambda/sigma)^2 = (sigma' - sigma alpha'/alpha)^2 has the finite limit (pi/2)^2 at GVP t = 0 (not 0/0)
+    obj = Objective("gvp", "score", "velocity", time_density=UniformTime(0.0, 0.999))
+    assert obj.weight(torch.tensor([0.0], dtype=F64)).item() == pytest.approx((math.pi / 2) ** 2, rel=1e-15)
+    # the x0 weights (alpha lambda / sigma^2)^2 -> 1 and alpha^2 lambda / sigma^4 -> 0 at linear t = 1
+    one = torch.tensor([1.0], dtype=F64)
+    assert Objective("linear", "x0", "velocity", time_density=UniformTime(0.5, 1.0)).weight(one).item() == 1.0
+    assert Objective("linear", "x0", "likelihood", time_density=UniformTime(0.5, 1.0)).weight(one).item() == 0.0
 
 
 def test_bad_names_list_choices():

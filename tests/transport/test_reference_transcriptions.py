@@ -180,3 +180,73 @@ def test_ddpm_matches_dit_gaussian_diffusion(respacing):
         ref = x0h * torch.sqrt(abp) + torch.sqrt(1 - abp - sg**2) * eps + mask * sg * nz
         torch.testing.assert_close(D.ddim_sample(model, x, t, eta=eta, noise=nz)["sample"], ref,
                                    rtol=1e-12, atol=1e-12)
+
+
+def _pmv_clip(d, out, x, t, clip):
+    """DiT's p_mean_variance with process_xstart: x0_hat clamped to [-1, 1] before the posterior mean."""
+    C = x.shape[1]
+    eps, v = torch.split(out, C, 1)
+    f = (v + 1) / 2
+    lv = f * _ex(np.log(d["b"]), t, x) + (1 - f) * _ex(d["plvc"], t, x)
+    x0 = _ex(np.sqrt(1 / d["ac"]), t, x) * x - _ex(np.sqrt(1 / d["ac"] - 1), t, x) * eps
+    if clip:
+        x0 = x0.clamp(-1, 1)
+    return _ex(d["c1"], t, x) * x0 + _ex(d["c2"], t, x) * x, lv, x0
+
+
+@pytest.mark.parametrize("respacing", ["250", "10,20", "ddim25"])
+def test_ddpm_bound_and_reverse_ddim_match_dit(respacing):
+    """q_mean_variance, alphas_cumprod_next, ddim_reverse_sample, _prior_bpd and calc_bpd_loop (per-step VB,
+    prior, total, xstart_mse, mse) against DiT's formulas, with the same per-step noises."""
+    g = torch.Generator().manual_seed(5)
+    net = _Net()
+    model = lambda x, i, y: net(x, i)
+    d, D = _dit_schedule(respacing), build_ddpm(respacing=respacing)
+    nT, tmap = len(d["b"]), torch.tensor(d["tm"])
+    acn = np.append(d["ac"][1:], 0.0)
+    np.testing.assert_allclose(D.alphas_cumprod_next.numpy(), acn, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(D.log_one_minus_alphas_cumprod.numpy(), np.log(1 - d["ac"]), rtol=1e-12, atol=0)
+    x0 = torch.rand(4, 4, 3, 3, dtype=torch.float64, generator=g) * 2 - 1
+    x0[0, 0, 0, 0], x0[1, 0, 0, 0] = -1.0, 1.0
+    t = torch.tensor([0, 1, nT // 2, nT - 1])
+    mean, var, logvar = D.q_mean_variance(x0, t)
+    for got, want in [(mean, _ex(np.sqrt(d["ac"]), t, x0) * x0), (var, _ex(1 - d["ac"], t, x0).expand_as(x0)),
+                      (logvar, _ex(np.log(1 - d["ac"]), t, x0).expand_as(x0))]:
+        assert got.shape == x0.shape
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    post = D.q_posterior_mean_variance(x0, x0.flip(0), t)
+    assert all(p.shape == x0.shape for p in post)
+    # reverse DDIM: x_{t+1} = sqrt(ab_next) x0_hat + sqrt(1 - ab_next) eps_hat, eps_hat from x0_hat
+    x = torch.randn(x0.shape, dtype=torch.float64, generator=g)
+    _, _, x0h = _pmv_clip(d, net(x, tmap[t]), x, t, False)
+    eps = (_ex(np.sqrt(1 / d["ac"]), t, x) * x - x0h) / _ex(np.sqrt(1 / d["ac"] - 1), t, x)
+    ref = x0h * torch.sqrt(_ex(acn, t, x)) + torch.sqrt(1 - _ex(acn, t, x)) * eps
+    torch.testing.assert_close(D.ddim_reverse_sample(model, x, t)["sample"], ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="eta"):
+        D.ddim_reverse_sample(model, x, t, eta=0.5)
+    # the prior term and the whole bound
+    B = x0.shape[0]
+    last = torch.full((B,), nT - 1)
+    qm, qlv = _ex(np.sqrt(d["ac"]), last, x0) * x0, _ex(np.log(1 - d["ac"]), last, x0)
+    prior = _mf(_nkl(qm, qlv, torch.zeros(()), torch.zeros(()))) / np.log(2)
+    torch.testing.assert_close(D.prior_bpd(x0), prior, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(D._prior_bpd(x0), D.prior_bpd(x0), rtol=0, atol=0)  # DiT's name, an alias
+    noises = torch.randn(nT, *x0.shape, dtype=torch.float64, generator=g)
+    for clip in (True, False):
+        vb, xm, mse = [], [], []
+        for k, i in enumerate(range(nT - 1, -1, -1)):
+            tb = torch.full((B,), i)
+            xt = _ex(np.sqrt(d["ac"]), tb, x0) * x0 + _ex(np.sqrt(1 - d["ac"]), tb, x0) * noises[k]
+            m, lv, x0h = _pmv_clip(d, net(xt, tmap[tb]), xt, tb, clip)
+            tm = _ex(d["c1"], tb, x0) * x0 + _ex(d["c2"], tb, x0) * xt
+            kl = _mf(_nkl(tm, _ex(d["plvc"], tb, x0), m, lv)) / np.log(2)
+            nll = _mf(-_dgll(x0, m, 0.5 * lv)) / np.log(2)
+            vb.append(torch.where(tb == 0, nll, kl))
+            xm.append(_mf((x0h - x0) ** 2))
+            e = (_ex(np.sqrt(1 / d["ac"]), tb, xt) * xt - x0h) / _ex(np.sqrt(1 / d["ac"] - 1), tb, xt)
+            mse.append(_mf((e - noises[k]) ** 2))
+        vb, xm, mse = torch.stack(vb, 1), torch.stack(xm, 1), torch.stack(mse, 1)
+        got = D.calc_bpd_loop(model, x0, clip_denoised=clip, noise=noises)
+        for key, want in [("vb", vb), ("xstart_mse", xm), ("mse", mse), ("prior_bpd", prior),
+                          ("total_bpd", vb.sum(1) + prior)]:
+            torch.testing.assert_close(got[key], want, rtol=1e-12, atol=1e-12, msg=key)
