@@ -4,7 +4,7 @@ ABLATE_RESULTS   results store (default results/cpu/results.jsonl)
 ABLATE_SCALE     cpu | paper: which scale's settings the tables describe (default cpu)
 ABLATE_TABLES_OUT  where results/README.md, tables/ and plots/ go (default results)
 WANDB_PROJECT    entity/project: read runs through the W&B public API instead of the store
-WANDB_EXPORT     a JSON export of a W&B project (ablate.tables.export_wandb) to read instead of the store
+WANDB_EXPORT     a JSON export of a W&B project (ablate.studies.wandb_import.export_wandb) to read instead of the store
 """
 
 import os

@@ -10,9 +10,9 @@
 # %% [markdown]
 # # Plots of the studies
 #
-# FID against forward GFLOPs (DiT's scaling figure, from `dit_scaling` and `sit_sizes`), FID against NFE
-# (SiT Fig. 5, from `nfe_sweep`), FID against the guidance scale (`cfg_sweep`) and FID over training (every
-# run in the store). Every point is read from the results rows; a panel without runs says "no run".
+# FID (with 95% intervals over seeds) against forward GFLOPs (DiT's scaling figure, from `dit_scaling` and
+# `sit_sizes`), FID against NFE (SiT Fig. 5, from `nfe_sweep`), FID against the guidance scale (`cfg_sweep`)
+# and FID over training (every run in the store). Every point is read from the results rows; a panel without runs says "no run".
 # Run headless with `make tables` (or `python analysis/plots.py`; open it in Jupyter with jupytext).
 
 # %%
@@ -22,13 +22,8 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0] if "__file__" in globals() else "a
 from _settings import OUT, RESULTS, SCALE, WANDB_EXPORT, WANDB_PROJECT  # noqa: E402
 
 from ablate.studies import load_study  # noqa: E402
-from ablate.tables import (  # noqa: E402
-    load_rows,
-    plot_fid_over_training,
-    plot_fid_vs_gflops,
-    plot_fid_vs_x,
-    study_table,
-)
+from ablate.studies.plots import plot_fid_over_training, plot_fid_vs_gflops, plot_fid_vs_x  # noqa: E402
+from ablate.studies.tables import load_rows, study_table  # noqa: E402
 
 df = load_rows(RESULTS, WANDB_PROJECT, WANDB_EXPORT)
 plots = OUT / "plots"

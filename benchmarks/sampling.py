@@ -94,8 +94,8 @@ def _find_checkpoint(out_dir: str | os.PathLike | None = None) -> Path | None:
 def load_network(checkpoint: str | os.PathLike | None = "auto", device="cpu"):
     """(tiny-8 velocity network in eval mode, description of its weights). ``checkpoint``: a final.pt, "auto"
     (:func:`_find_checkpoint`) or None (random initialisation, seed 0)."""
-    from ablate.pipeline.checkpointing import load_checkpoint
     from ablate.models import build_model
+    from ablate.pipeline.checkpointing import load_checkpoint
 
     torch.manual_seed(0)
     net = build_model("tiny-8", learn_sigma=False)
@@ -215,8 +215,8 @@ def fid_effect(net, source: str, *, num_samples: int, steps: int, batch: int, co
                device="cpu") -> dict:
     """FID of the same seeds sampled with ``ode_heun`` (``steps`` steps) in fp32, bf16 autocast and (with
     ``compile_model``) compiled; plus the largest pixel difference from the fp32 samples."""
-    from ablate.pipeline.evaluation import generate
     from ablate.metrics import compute_metrics
+    from ablate.pipeline.evaluation import generate
 
     sampler = build_sampler("ode_heun", steps=steps, interpolant="linear", prediction="velocity")
     variants = {"fp32": paper_time_model(net), "bf16": paper_time_model(net, "bf16")}

@@ -3,7 +3,8 @@
     torchrun --standalone --nproc_per_node 2 tests/fsdp_worker.py OUT_DIR REC_DIR [override ...]
 
 Composes the config with the overrides (plus ``trainer.strategy=fsdp``), trains through
-``ablate.pipeline.train.train_or_reuse`` and evaluates through ``ablate.pipeline.evaluation.evaluate`` as ``ablate.run`` does, and
+``ablate.pipeline.train.train_or_reuse`` and evaluates through ``ablate.pipeline.evaluation.evaluate`` as
+``ablate.run`` does, and
 records in REC_DIR, per rank: the logged global loss of every step, the shapes and sizes of the rank's local
 ``net`` and ``ema`` shards at the end of training; on rank 0 the returned EMA and info, and the result rows.
 """

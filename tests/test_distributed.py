@@ -25,10 +25,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import Callback
 
-from ablate.scale.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
 from ablate.pipeline.lit import StepSampler
 from ablate.pipeline.metric_names import TRAIN_LOSS
 from ablate.results import read_results
+from ablate.scale.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
 
 FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
         "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]

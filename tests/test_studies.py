@@ -5,8 +5,8 @@ import csv
 from pathlib import Path
 
 import pytest
-
 from ablate.build import build_sampler_from_cfg, validate
+
 from ablate.studies import (
     EXPERIMENTS_DIR,
     StudyError,
@@ -192,8 +192,9 @@ def test_a_row_runs_in_process_tags_its_rows_and_resumes(tmp_path):
 
 def test_a_stop_signal_stops_the_study_without_a_failed_row(tmp_path, monkeypatch):
     """SIGTERM/SIGUSR2 during a row (TrainingInterrupted, last.ckpt saved) ends the study, unlike a failing row."""
-    import ablate.run
     from ablate.checkpointing import TrainingInterrupted
+
+    import ablate.run
 
     calls = []
 

@@ -34,7 +34,7 @@ from ..data.embedded import DATASETS, SPLITS, build_dataset, dataset_info, to_ui
 from .extractor import EXTRACTOR_FOR_DATASET, extractor_checksum, register_extractors
 from .inception import INCEPTION, inception_weights_path
 
-__all__ = ["METRICS", "RESULT_KEYS", "compute_metrics", "default_cache_dir", "feature_statistics",
+__all__ = ["METRICS", "RESULT_KEYS", "compute_metrics", "default_cache_dir", "feature_statistics", "fid_floor",
            "frechet_distance", "resolve_extractor"]
 
 METRICS = ("fid", "kid", "isc", "prc")
@@ -228,3 +228,19 @@ def compute_metrics(fake_images: Tensor | Dataset, real: str | Dataset | Tensor,
     result = {RESULT_KEYS.get(k, k): float(v) for k, v in out.items()}
     result.update(num_fake=n1, num_real=n2, extractor=name)
     return result
+
+
+def fid_floor(dataset: str, num_samples: int, seeds=(0, 1, 2, 3, 4), reference_split: str = "test",
+              extractor: str = "auto") -> list[float]:
+    """The FID of real images at a budget: ``num_samples`` training images of an embedded ``dataset`` (a seeded
+    random subset per seed) against its ``reference_split``, with the extractor an evaluation would use. What a
+    perfect model would score with that many samples: the floor of the budget, one value per seed."""
+    import numpy as np
+
+    train = build_dataset(dataset, "train")
+    out = []
+    for s in seeds:
+        idx = np.sort(np.random.default_rng(int(s)).permutation(len(train))[: int(num_samples)])
+        images = torch.stack([train[int(i)][0] for i in idx])
+        out.append(float(compute_metrics(images, f"{dataset}/{reference_split}", extractor=extractor)["fid"]))
+    return out

@@ -44,8 +44,8 @@ def _placeholders(cfg: DictConfig, group: str) -> list[str]:
     node = cfg.get(group)
     if not isinstance(node, DictConfig):
         return []
-    return [f"{group}.{k}={node[k]}" for k in node.keys()
-            if not OmegaConf.is_missing(node, k) and isinstance(node[k], str) and re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", node[k])]
+    return [f"{group}.{k}={node[k]}" for k in node.keys() if not OmegaConf.is_missing(node, k)
+            and isinstance(node[k], str) and re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", node[k])]
 
 
 def _instantiate(cfg: DictConfig, group: str):

@@ -188,7 +188,8 @@ def sweep_summary(results: Path, offset: int, out_dir: str) -> str:
                     continue
     ok = [r for r in rows if r.get("status") == "ok"]
     failed = [r for r in rows if r.get("status") == "failed"]
-    head = f"[ablate] sweep summary: {len(ok) + len(failed)} points ({len(ok)} ok, {len(failed)} failed); rows in {results}"
+    head = (f"[ablate] sweep summary: {len(ok) + len(failed)} points ({len(ok)} ok, {len(failed)} failed); rows in "
+            f"{results}")
     if not rows:
         return head
     axes = ("study", "row", "time", "prediction", "interpolant", "weighting", "sampler", "solver", "sde_coef",

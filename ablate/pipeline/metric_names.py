@@ -1,10 +1,11 @@
 """Every logged metric name, defined once.
 
-The code that logs (``ablate/lit.py``, ``ablate/evaluate.py``) and the code that plots (``ablate/dashboard.py``)
-both import their names from here, so renaming a metric renames it in the dashboards too, and a dashboard cannot
-silently point at a key that no run logs.
+The code that logs (``ablate/pipeline/lit.py``, ``ablate/pipeline/evaluation.py``) and the code that plots
+(``ablate/studies/dashboard.py``) both import their names from here, so renaming a metric renames it in the
+dashboards too, and a dashboard cannot silently point at a key that no run logs; the W&B import parses names
+with :func:`parse_metric_key`.
 
-Sample-quality metrics carry how they were produced (DESIGN.md section 1, "FID"): ``eval/<metric><N>/<sampler
+Sample-quality metrics carry how they were produced (docs/design.md, "FID"): ``eval/<metric><N>/<sampler
 tag>``, e.g. ``eval/fid1k/sde_em-w_kl-nfe250-cfg1.0`` = FID over 1,000 samples drawn with that sampler. Each run
 also logs the same value under the tag-free alias ``eval/<metric><N>`` (the sampler tag is then in the run's
 config, ``sampler_tag``): one key shared by every run of a study whatever its sampler, which is what a panel
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "TRAIN_LOSS", "TRAIN_SKIPPED_STEPS", "GLOBAL_STEP", "MODEL_GFLOPS", "SAMPLE_GFLOPS", "TRAIN_GFLOPS",
-    "GFLOPS", "NFE", "SAMPLES", "EVAL_GLOB", "EVAL_STEP_METRIC", "count_label", "metric_key",
+    "GFLOPS", "NFE", "SAMPLES", "EVAL_GLOB", "EVAL_STEP_METRIC", "count_label", "metric_key", "parse_metric_key",
 ]
 
 # --- training (logged by the LightningModule) ------------------------------------------------------------------
@@ -55,3 +56,15 @@ def metric_key(metric: str, num_samples: int, tag: str | None = None) -> str:
     if not tag or "/" in tag:
         raise ValueError(f"sampler tag must be a non-empty name without '/', got {tag!r}")
     return f"{base}/{tag}"
+
+
+def parse_metric_key(key: str) -> dict | None:
+    """The parts of a name written by :func:`metric_key`: ``{"metric", "num_samples", "tag"}`` (``tag`` None for
+    the tag-free alias), or None for any other name."""
+    import re
+
+    m = re.fullmatch(r"eval/(?P<metric>[a-z_]+?)(?P<n>\d+k?)(?:/(?P<tag>[^/]+))?", key)
+    if m is None:
+        return None
+    n = m["n"]
+    return {"metric": m["metric"], "num_samples": int(n[:-1]) * 1000 if n.endswith("k") else int(n), "tag": m["tag"]}

@@ -20,7 +20,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .build import TRAIN_GROUPS, TRAIN_SETTINGS, ConfigError, build_experiment
-from .jobs import check_launch, check_writable, cli_overrides, job_dir as hydra_job_dir, make_logger
+from .jobs import check_launch, check_writable, cli_overrides, make_logger
+from .jobs import job_dir as hydra_job_dir
 
 __all__ = ["run", "recorded_rows", "evaluate_checkpoint", "checkpoint_cfg"]
 

@@ -163,7 +163,8 @@ def train_or_reuse(exp, logger=None, callbacks=(), job_dir: Path | None = None):
             callbacks.append(InLoopEval(exp, training, int(exp.eval.every_n_steps), logger, job_dir))
         trainer = L.Trainer(
             max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
-            strategy=build_strategy(tr), precision=tr.resolved_precision, logger=logger if logger is not None else False,
+            strategy=build_strategy(tr), precision=tr.resolved_precision,
+            logger=logger if logger is not None else False,
             callbacks=[ckpt_cb, *callbacks], plugins=[AtomicCheckpointIO()], log_every_n_steps=tr.log_every,
             gradient_clip_val=tr.grad_clip, enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=str(ckpt_dir), deterministic=False, enable_progress_bar=_interactive(),

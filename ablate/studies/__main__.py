@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         data = list(PAPER_DATA) if a.scale == "paper" else []
         if data:
             print(f"# {study.name} at paper scale: replace the placeholders (data.vae: a local diffusers VAE folder "
-                  "or an HF-cache id, default 'ema'); add trainer.devices / hydra/launcher=submitit_slurm_gpu to scale out")
+                  "or an HF-cache id, default 'ema'); add trainer.devices / hydra/launcher=submitit_slurm_gpu to "
+                  "scale out")
         for r in study.rows if rows is None else [study.row(x) for x in rows]:
             for s in seeds:
                 skip = r.skip_reason(a.scale)

@@ -78,6 +78,7 @@ class Study:
     rows: list[StudyRow]
     claims: list[dict] = field(default_factory=list)
     plot: str | None = None
+    context: str | None = None  # hand-written reading context (what the scale is); no result numbers
     path: Path | None = None
 
     def row(self, row_id: str) -> StudyRow:
@@ -129,7 +130,7 @@ def load_study(name_or_path: str | Path, directory: str | Path = EXPERIMENTS_DIR
         raise StudyError(f"{p}: duplicate row ids {sorted({i for i in ids if ids.count(i) > 1})}")
     study = Study(name=d["name"], description=d["description"], source=d["source"], metric=d["metric"],
                   order=order, scales=d["scales"], rows=rows, claims=list(d.get("claims") or []),
-                  plot=d.get("plot"), path=p)
+                  plot=d.get("plot"), context=d.get("context"), path=p)
     for c in study.claims:  # every row a claim names exists
         for rid in _claim_rows(c):
             study.row(rid)

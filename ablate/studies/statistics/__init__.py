@@ -64,9 +64,9 @@ Caveats
   (:func:`rank_comparison`, :func:`kendall_tau_interval`) and directions (:func:`verdict`), not values.
 """
 
-from .measurements import EVAL, TRAIN
 from .claims import VERDICTS, Claim, Comparison, best_of, monotone, verdict
 from .intervals import Interval, VarianceComponents, cell_interval, paired_difference, variance_components
+from .measurements import EVAL, TRAIN
 from .power import (
     Resolution,
     detection_power,

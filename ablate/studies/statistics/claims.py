@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .measurements import TRAIN, read_row, two_sided_q
 from .intervals import Interval, paired_difference
+from .measurements import TRAIN, read_row, two_sided_q
 
 __all__ = ["VERDICTS", "verdict", "Comparison", "Claim", "best_of", "monotone"]
 

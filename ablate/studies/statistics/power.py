@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from .measurements import sort_key, read_row, two_sided_q
 from .intervals import VarianceComponents
+from .measurements import read_row, sort_key, two_sided_q
 
 __all__ = ["detection_power", "min_detectable_difference", "seeds_needed", "paired_diff_sd", "Resolution",
            "resolution", "study_resolution"]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .measurements import EVAL, TRAIN, sort_key, read_row, two_sided_q
 from .intervals import Interval
+from .measurements import EVAL, TRAIN, read_row, sort_key, two_sided_q
 
 __all__ = ["kendall_tau_b", "kendall_tau_interval", "rank_comparison"]
 
