@@ -12,8 +12,8 @@
 #
 # FID (with 95% intervals over seeds) against forward GFLOPs (DiT's scaling figure, from `dit_scaling` and
 # `sit_sizes`), FID against NFE (SiT Fig. 5, from `nfe_sweep`), FID against the guidance scale (`cfg_sweep`)
-# and FID over training (every run in the store). Every point is read from the results rows; a panel without runs says "no run".
-# Run headless with `make tables` (or `python analysis/plots.py`; open it in Jupyter with jupytext).
+# and FID over training (every run in the store). Every point is read from the results rows; a panel without
+# runs says "no run". Run headless with `make tables` (or `python analysis/plots.py`; open it in Jupyter with jupytext).
 
 # %%
 import sys
