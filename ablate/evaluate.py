@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .pipeline.build import ConfigError
-from .pipeline.jobs import finish_wandb
+from .pipeline.jobs import finish_wandb, tune_allocator
 
 __all__ = ["main"]
 
@@ -24,6 +24,7 @@ def main(cfg: DictConfig):
     from .pipeline.checkpointing import CheckpointError
     from .pipeline.runner import evaluate_checkpoint
 
+    tune_allocator()
     try:
         if not cfg.get("checkpoint"):
             raise ConfigError("python -m ablate.evaluate needs +checkpoint=<final.pt or last.ckpt>")

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .pipeline.build import ConfigError
-from .pipeline.jobs import finish_wandb, is_multirun, quiet_duplicate_logs, record_failure
+from .pipeline.jobs import finish_wandb, is_multirun, quiet_duplicate_logs, record_failure, tune_allocator
 
 __all__ = ["main"]
 
@@ -51,6 +51,7 @@ def main(cfg: DictConfig):
     from .scale.distributed import is_global_zero
 
     quiet_duplicate_logs()
+    tune_allocator()
     try:
         out = run(cfg)
         if not is_multirun() and is_global_zero():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,24 +39,32 @@ TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
 
 def train_part(quick: bool, device: str) -> dict:
-    """Training-step runs through ``train_step.main`` (one JSON per configuration group), merged."""
-    import train_step
+    """Training-step runs of ``train_step.py``, one subprocess per group (the allocator is per process), merged.
 
+    The default path as a user gets it (``allocator=default``: the precision chosen per mode, ablate.run's
+    allocator tuning, no preload) next to the variants: glibc's untouched allocator, tcmalloc when installed,
+    math attention, and torch.compile (its first step, the compilation, timed apart)."""
+    tiny = ["--presets", "tiny-8", "--modes", "fp32", "bf16"]
     groups = {
-        # tiny-8: fp32 / bf16 x SDPA / math attention
-        "tiny8": ["--presets", "tiny-8", "--modes", "fp32", "bf16", "--attention", "sdpa", "math"],
-        # DiT-S/2 (256-px latents, 256 tokens): fp32 vs bf16 (quick: fp32 only)
-        "dits2": ["--presets", "DiT-S/2", "--modes", "fp32", *([] if quick else ["bf16"])],
+        "tiny8": [*tiny, "--attention", "sdpa", "math"],
+        "tiny8_glibc": [*tiny, "--allocator", "glibc"],
+        "tiny8_compile": ["--presets", "tiny-8", "--modes", "bf16", "--compile"],
+        # DiT-S/2 (256-px latents, 256 tokens): fp32 vs bf16
+        "dits2": ["--presets", "DiT-S/2", "--modes", "fp32", "bf16"],
     }
+    if os.path.exists(TCMALLOC):
+        groups["tiny8_tcmalloc"] = [*tiny, "--allocator", "tcmalloc"]
     if not quick:
         groups["compile"] = ["--presets", "tiny-8", "DiT-S/2", "--modes", "fp32", "bf16", "--compile"]
         if device == "cuda":
             groups["ditb2"] = ["--presets", "DiT-B/2", "--modes", "bf16", "--attention", "sdpa", "math"]
-    budget = ["--repeats", "3", "--steps", "1", "--warmup", "1"] if quick else ["--repeats", "5", "--steps", "3"]
+    budget = ["--repeats", "3", "--steps", "2", "--warmup", "2"] if quick else ["--repeats", "5", "--steps", "3"]
     out: dict = {"groups": {}}
+    script = Path(__file__).resolve().parent / "train_step.py"
     with tempfile.TemporaryDirectory(prefix="ablate-bench-train-") as tmp:
         for name, args in groups.items():
-            train_step.main([*args, *budget, "--device", device, "--no-tcmalloc", "--out", tmp, "--name", name])
+            cmd = [sys.executable, str(script), *args, *budget, "--device", device, "--out", tmp, "--name", name]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             out["groups"][name] = json.loads((Path(tmp) / f"{name}.json").read_text())
     rows = [r for g in out["groups"].values() for r in g["results"]]
     out["peak_fp32"] = max(g["peak_fp32"] for g in out["groups"].values())
@@ -76,10 +85,20 @@ def train_ratios(rows: list[dict]) -> dict:
     out = {}
     for preset in sorted({r["preset"] for r in rows}):
         base = dict(preset=(preset, None), variant=("fast", None), compile=(False, False),
-                    attention=("sdpa", "sdpa"))
+                    attention=("sdpa", "sdpa"), allocator=("default", "default"))
         f32 = _median_ips(rows, **base, mode=("fp32", None))
+        glibc = {**base, "allocator": ("glibc", "default")}
         pairs = {
+            # the headline: the default now (bf16 where the CPU has it, tuned allocator) over the previous default
+            "default bf16 / previous default (fp32, glibc)": (_median_ips(rows, **base, mode=("bf16", None)),
+                                                               _median_ips(rows, **glibc, mode=("fp32", None))),
             "bf16 / fp32": (_median_ips(rows, **base, mode=("bf16", None)), f32),
+            "tuned allocator / glibc (fp32)": (f32, _median_ips(rows, **glibc, mode=("fp32", None))),
+            "tuned allocator / glibc (bf16)": (_median_ips(rows, **base, mode=("bf16", None)),
+                                               _median_ips(rows, **glibc, mode=("bf16", None))),
+            "tcmalloc / tuned allocator (bf16)": (
+                _median_ips(rows, **{**base, "allocator": ("tcmalloc", "default")}, mode=("bf16", None)),
+                _median_ips(rows, **base, mode=("bf16", None))),
             "sdpa / math (fp32)": (f32, _median_ips(rows, **{**base, "attention": ("math", "sdpa")},
                                                     mode=("fp32", None))),
             "compile / eager (fp32)": (_median_ips(rows, **{**base, "compile": (True, False)},
@@ -88,6 +107,15 @@ def train_ratios(rows: list[dict]) -> dict:
                                        _median_ips(rows, **base, mode=("bf16", None))),
         }
         out[preset] = {k: a / b for k, (a, b) in pairs.items() if a and b}
+        comp = next((r for r in rows if r["preset"] == preset and r.get("compile") and r["mode"] == "bf16"), None)
+        eager = _median_ips(rows, **base, mode=("bf16", None))
+        if comp and eager:
+            fast = comp["summary"]["images_per_s"]["median"]
+            batch = comp["batch"]
+            saved = batch / eager - batch / fast  # seconds saved per step once compiled
+            out[preset]["compile (bf16): first step s"] = comp["first_step_s"]
+            if saved > 0:
+                out[preset]["compile (bf16): steps to pay back"] = comp["first_step_s"] / saved
     return out
 
 
@@ -95,15 +123,15 @@ def train_markdown(rep: dict) -> list[str]:
     lines = ["## Training step", "",
              f"Matmul peaks measured in this run: fp32 {rep['peak_fp32'] / 1e9:.1f} GFLOP/s, bf16 "
              f"{rep['peak_bf16'] / 1e9:.1f} GFLOP/s (best of the run).", "",
-             "| preset | batch | mode | attention | compile | img/s min / med / max | MFU vs fp32 peak (med) "
-             "| MFU vs adjacent peak | MFU vs bf16 peak | contended repeats |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| preset | batch | mode | attention | allocator | compile | img/s min / med / max | MFU vs fp32 peak "
+             "(med) | MFU vs adjacent peak | MFU vs bf16 peak | contended repeats |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in rep["groups"].values():
         for r in g["results"]:
             s, i = r["summary"], r["summary"]["images_per_s"]
             bf = s.get("mfu_bf16_peak_median")
             lines.append(f"| {r['preset']} | {r['batch']} | {r['mode']} | {r.get('attention', 'sdpa')} | "
-                         f"{'on' if r['compile'] else 'off'} | {i['min']:.1f} / {i['median']:.1f} / {i['max']:.1f} | "
+                         f"{r.get('allocator', 'default')} | {'on' if r['compile'] else 'off'} | {i['min']:.1f} / {i['median']:.1f} / {i['max']:.1f} | "
                          f"{100 * s['mfu_fp32_peak']['median']:.1f}% | {100 * s['mfu_local_peak_median']:.1f}% | "
                          f"{'-' if bf is None else f'{100 * bf:.1f}%'} | {s['contended_repeats'] or 'none'} |")
     lines += ["", "| preset | ratio (median images/s) | value |", "|---|---|---|"]
@@ -149,14 +177,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--name", default="bench")
-    ap.add_argument("--no-tcmalloc", action="store_true")
+    ap.add_argument("--no-tcmalloc", action="store_true", help=argparse.SUPPRESS)  # kept: tcmalloc is opt-in
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny budgets
     args = ap.parse_args(argv)
     quick = not args.full
-    if (argv is None and args.device == "cpu" and not args.no_tcmalloc and os.path.exists(TCMALLOC)
-            and TCMALLOC not in os.environ.get("LD_PRELOAD", "")):
-        env = dict(os.environ, LD_PRELOAD=(TCMALLOC + " " + os.environ.get("LD_PRELOAD", "")).strip())
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # restart with tcmalloc preloaded
+    if argv is None and args.device == "cpu":
+        from ablate.pipeline.jobs import tune_allocator
+
+        print(f"[bench] {tune_allocator()} (the default path, as python -m ablate.run has it)", flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0, load0 = time.time(), common.loadavg()
@@ -202,12 +230,12 @@ def run_part(part: str, quick: bool, device: str, smoke: bool = False) -> dict:
 
 
 def _smoke_train(device: str) -> dict:
-    import train_step
-
+    script = Path(__file__).resolve().parent / "train_step.py"
     with tempfile.TemporaryDirectory() as tmp:
-        train_step.main(["--presets", "tiny-8", "--modes", "fp32", "bf16", "--attention", "sdpa", "math", "--batch",
-                         "4", "--repeats", "1", "--steps", "1", "--warmup", "1", "--peak-n", "128", "--device", device,
-                         "--no-tcmalloc", "--out", tmp, "--name", "smoke"])
+        subprocess.run([sys.executable, str(script), "--presets", "tiny-8", "--modes", "fp32", "bf16", "--attention",
+                        "sdpa", "math", "--batch", "4", "--repeats", "1", "--steps", "1", "--warmup", "1", "--peak-n",
+                        "128", "--device", device, "--out", tmp, "--name", "smoke"], check=True,
+                       stdout=subprocess.DEVNULL)
         g = json.loads((Path(tmp) / "smoke.json").read_text())
     rows = g["results"]
     return dict(groups={"smoke": g}, peak_fp32=g["peak_fp32"], peak_bf16=g["peak_bf16"], ratios=train_ratios(rows))

@@ -15,9 +15,11 @@ Variants (``--variants``): ``fast`` is ``ablate.models`` as shipped with a fused
 layout propagates through the network, q/k/v by indexing, ``foreach`` AdamW, a per-parameter EMA loop), for
 an in-run comparison.
 
-On CPU, tcmalloc is preloaded when ``libtcmalloc_minimal.so.4`` exists (the script re-executes itself with
-``LD_PRELOAD``; ``--no-tcmalloc`` disables it). On GPU: bf16-mixed autocast mode, SDPA picks flash /
-memory-efficient kernels, ``--compile`` wraps the model in ``torch.compile``.
+Allocator (``--allocator``, one per process): ``default`` is what ``python -m ablate.run`` does at start-up
+(:func:`ablate.pipeline.jobs.tune_allocator`: glibc ``mallopt`` keeps freed memory in the heap), ``glibc`` leaves
+glibc's defaults, ``tcmalloc`` re-executes the script with ``libtcmalloc_minimal.so.4`` preloaded (``make
+tcmalloc`` installs it). On GPU: bf16-mixed autocast mode, SDPA picks flash / memory-efficient kernels,
+``--compile`` wraps the model in ``torch.compile``; the first step (allocation, compilation) is timed apart.
 
 Usage::
 
@@ -156,7 +158,11 @@ def _bench_one(args, preset, mode, variant, device, peak_n, attention):
         batch = args.batch or (256 if device.type == "cuda" else DEFAULT_BATCH.get(preset, 16))
         overrides = dict(input_size=32, in_channels=4) if preset.startswith("DiT-") else {}
         step = TrainStep(preset, batch, device, mode, variant, args.compile, **overrides)
-        for _ in range(args.warmup):
+        t_first = time.perf_counter()
+        step()  # the first step: allocations and (with --compile) the compilation, timed apart
+        _sync(device)
+        first_s = time.perf_counter() - t_first
+        for _ in range(max(0, args.warmup - 1)):
             step()
         _sync(device)
         rows = []
@@ -187,6 +193,8 @@ def _bench_one(args, preset, mode, variant, device, peak_n, attention):
             gmacs_per_image=step.gmacs,
             compile=args.compile,
             attention=attention,
+            allocator=args.allocator,
+            first_step_s=first_s,
             repeats=rows,
         )
 
@@ -302,7 +310,9 @@ def main(argv=None):
         help="sdpa: scaled_dot_product_attention picks its kernel; math: the reference math kernel",
     )
     ap.add_argument("--quick", action="store_true", help="3 repeats of 2 steps")
-    ap.add_argument("--no-tcmalloc", action="store_true")
+    ap.add_argument("--allocator", choices=["default", "glibc", "tcmalloc"], default="default",
+                    help="default: ablate.run's glibc mallopt tuning; glibc: untouched; tcmalloc: preloaded")
+    ap.add_argument("--no-tcmalloc", action="store_true", help=argparse.SUPPRESS)  # kept: tcmalloc is opt-in
     ap.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -317,14 +327,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
-    if (
-        device.type == "cpu"
-        and not args.no_tcmalloc
-        and os.path.exists(TCMALLOC)
-        and TCMALLOC not in os.environ.get("LD_PRELOAD", "")
-    ):
+    if args.allocator == "tcmalloc" and TCMALLOC not in os.environ.get("LD_PRELOAD", ""):
+        if not os.path.exists(TCMALLOC):
+            ap.error(f"--allocator tcmalloc needs {TCMALLOC} (make tcmalloc installs it)")
         env = dict(os.environ, LD_PRELOAD=(TCMALLOC + " " + os.environ.get("LD_PRELOAD", "")).strip())
         os.execve(sys.executable, [sys.executable, *sys.argv], env)  # restart with tcmalloc preloaded
+    if args.allocator == "default":
+        from ablate.pipeline.jobs import tune_allocator
+
+        print(f"[train_step] {tune_allocator()}", flush=True)
     if args.quick:
         args.repeats, args.steps, args.warmup = 3, 2, 1
     if args.threads:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["TrainerSpec", "EvalSpec", "LoggerSpec", "NAN_POLICIES", "LOGGERS", "cpu_has_native_bf16"]
+__all__ = ["TrainerSpec", "EvalSpec", "LoggerSpec", "NAN_POLICIES", "LOGGERS", "cpu_has_native_bf16",
+           "precision_reason"]
 
 NAN_POLICIES = ("stop", "skip")
 LOGGERS = ("wandb", "none")
@@ -37,6 +38,17 @@ def cpu_has_native_bf16() -> bool:
         return False
     words = set(flags.split())
     return bool({"amx_bf16", "avx512_bf16"} & words)
+
+
+def precision_reason(trainer) -> str:
+    """Why the trainer runs at its precision (printed at start-up)."""
+    if trainer.precision != "auto":
+        return f"trainer.precision={trainer.precision}"
+    if trainer.on_gpu:
+        return "auto: a GPU"
+    if cpu_has_native_bf16():
+        return "auto: this CPU multiplies bf16 natively (AMX-BF16 / AVX512-BF16)"
+    return "auto: this CPU has no native bf16 matrix units"
 
 
 @dataclass

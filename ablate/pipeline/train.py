@@ -124,7 +124,9 @@ def train_or_reuse(exp, logger=None, callbacks=(), job_dir: Path | None = None):
         load_checkpoint,
     )
     from .evaluation import InLoopEval
+    from .jobs import tune_allocator
     from .lit import DiTLitModule, StepData
+    from .specs import precision_reason
 
     key = exp.train_key
     ckpt_dir = Path(exp.out_dir) / "checkpoints" / key
@@ -152,6 +154,7 @@ def train_or_reuse(exp, logger=None, callbacks=(), job_dir: Path | None = None):
             module.net.compile()
         if tr.on_gpu:
             torch.set_float32_matmul_precision("high")  # TF32 for the matmuls that bf16-mixed leaves in fp32
+        print(f"[ablate] training precision {tr.resolved_precision} ({precision_reason(tr)}); {tune_allocator()}")
         dataset = exp.data.train_set()
         ckpt_cb = ModelCheckpoint(
             dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tr.ckpt_every,
