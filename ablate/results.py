@@ -140,6 +140,7 @@ def environment_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": _git_commit(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
     }
     for mod in ("lightning", "torch_fidelity"):
         try:

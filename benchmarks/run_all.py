@@ -131,7 +131,8 @@ def train_markdown(rep: dict) -> list[str]:
             s, i = r["summary"], r["summary"]["images_per_s"]
             bf = s.get("mfu_bf16_peak_median")
             lines.append(f"| {r['preset']} | {r['batch']} | {r['mode']} | {r.get('attention', 'sdpa')} | "
-                         f"{r.get('allocator', 'default')} | {'on' if r['compile'] else 'off'} | {i['min']:.1f} / {i['median']:.1f} / {i['max']:.1f} | "
+                         f"{r.get('allocator', 'default')} | {'on' if r['compile'] else 'off'} | "
+                         f"{i['min']:.1f} / {i['median']:.1f} / {i['max']:.1f} | "
                          f"{100 * s['mfu_fp32_peak']['median']:.1f}% | {100 * s['mfu_local_peak_median']:.1f}% | "
                          f"{'-' if bf is None else f'{100 * bf:.1f}%'} | {s['contended_repeats'] or 'none'} |")
     lines += ["", "| preset | ratio (median images/s) | value |", "|---|---|---|"]

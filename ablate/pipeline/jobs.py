@@ -53,7 +53,7 @@ def tune_allocator() -> str:
         return "allocator: tcmalloc (LD_PRELOAD)"
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = all(libc.mallopt(p, v) == 1 for p, v in ((M_MMAP_THRESHOLD, 1 << 30), (M_TRIM_THRESHOLD, 1 << 30),
+        ok = all(libc.mallopt(p, v) == 1 for p, v in ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30),
                                                        (M_TOP_PAD, 64 << 20)))
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return "allocator: system default (no glibc mallopt)"

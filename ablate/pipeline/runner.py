@@ -48,6 +48,10 @@ def run(cfg: DictConfig, job_dir: str | Path | None = None) -> dict:
     from .evaluation import evaluate
     from .train import train_or_reuse
 
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     exp = build_experiment(cfg)
     check_launch(exp.trainer)
     job_dir = Path(job_dir) if job_dir is not None else hydra_job_dir()

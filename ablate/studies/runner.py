@@ -1,7 +1,8 @@
 """Run a study as one Hydra multirun into its own run store; compare with the committed rows; commit.
 
 - ``run_study``: ``python -m ablate.run -m +experiment=<rows> scale=<scale> seed=<seeds> out_dir=<store dir>``
-  in a subprocess (any Hydra launcher: ``hydra/launcher=joblib_cpu`` runs rows in parallel). A point already
+  in a subprocess, at CPU scale with ``hydra/launcher=joblib_cpu threads=1`` unless another launcher is given
+  (``hydra/launcher=submitit_slurm_gpu`` on a cluster). A point already
   in the run store is skipped by ``ablate.run`` itself (the row identity, ``point_key``), so an interrupted study
   resumes; a failing row is recorded and the others run.
 - ``compare``: for each row, seed and evaluation seed, ours-now against the committed value: equal (same code
@@ -23,6 +24,10 @@ from .catalog import ROOT, Study, command, load_study, study_overrides
 __all__ = ["DEFAULT_STORE_DIR", "committed_store", "run_study", "compare", "commit"]
 
 DEFAULT_STORE_DIR = Path("runs") / "studies"
+# At CPU scale a study runs ABLATE_JOBS (default 2) one-thread jobs in parallel (joblib): more images per second on
+# a small CPU than one multi-threaded job, and one thread per job makes every row's numbers independent of the
+# machine's core count (the committed rows were computed so).
+CPU_LAUNCH = ("hydra/launcher=joblib_cpu", "threads=1")
 IDENTITY = ["row", "seed", "eval_seed", "metric_base", "sampler_tag", "budget"]
 
 
@@ -35,6 +40,8 @@ def run_study(name: str, scale: str = "cpu", seeds=(0,), rows=None, extra=(), ou
     """Run the study's rows x seeds as one multirun; returns the multirun's exit status."""
     study = load_study(name)
     out_dir = Path(out_dir or DEFAULT_STORE_DIR)
+    if scale == "cpu" and not any(e.startswith("hydra/launcher=") for e in extra):
+        extra = [*CPU_LAUNCH, *extra]
     overrides, skipped = study_overrides(study, scale, seeds, rows, [f"out_dir={out_dir}", *extra])
     for r in skipped:
         echo(f"[study {study.name}/{scale}] row {r.id}: skipped at {scale} scale: {r.skip_reason(scale)}")
