@@ -287,7 +287,7 @@ def main(argv=None) -> int:
         args.pipeline_steps = 2
         with tempfile.TemporaryDirectory() as tmp:
             pipe = run_pipeline(args, Path(tmp), trainer="cpu", extra=(
-                "+model.depth=1", "+model.hidden_size=32", "+model.num_heads=2", "eval.num_samples=20",
+                "model.depth=1", "model.hidden_size=32", "model.num_heads=2", "eval.num_samples=20",
                 "eval.batch_size=20", "sampler.steps=2"))
         if pipe["returncode"] != 0:
             print(f"  smoke pipeline FAILED: {pipe.get('error')}", file=sys.stderr)

@@ -21,7 +21,7 @@ import common
 
 __all__ = ["FAST", "SWEEP", "run_sweep", "run", "markdown"]
 
-FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
+FAST = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "logger=none", "trainer.batch_size=32",
         "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]
 SWEEP = ["interpolant=vp,linear", "sampler=ode,sde"]
 

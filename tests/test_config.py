@@ -131,9 +131,9 @@ def test_train_key_ignores_sampling_axes_and_tracks_training_axes(compose):
               ["eval.num_samples=7"], ["eval.seeds=[1,2]"], ["trainer.ckpt_every=3"], ["logger=none"]):
         assert _key(compose, o) == base, o
     for o in (["interpolant=vp"], ["prediction=score"], ["seed=1"], ["trainer.steps=7"],
-              ["trainer.precision=bf16-mixed"], ["model.class_dropout_prob=0.2"], ["train_eps=0.01"],
+              ["trainer.precision=32-true"], ["model.class_dropout_prob=0.2"], ["train_eps=0.01"],
               ["time_density=logit_normal"],
-              ["+model.depth=3"]):
+              ["model.depth=3"]):
         assert _key(compose, o) != base, o
 
 

@@ -8,13 +8,14 @@ import socket
 
 import pytest
 
-from ablate import dashboard as db
-from ablate import metric_names as mn
+from ablate.pipeline import metric_names as mn
+from ablate.studies import dashboard as db
 from ablate.studies import available_studies
 
 # tests/test_run.py's fast settings, with W&B offline and the loss logged every step.
-FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "trainer.batch_size=32",
-        "trainer.steps=2", "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2", "trainer.log_every=1"]
+FAST = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "trainer.batch_size=32",
+        "trainer.steps=2", "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2", "trainer.log_every=1",
+        "eval.seeds=[0]"]
 # The dashboard only needs the evaluation budget the runs used (it names the FID key).
 BUDGET = ["eval.num_samples=20"]
 SECTIONS = ("table", "FID vs GFLOPs", "FID vs NFE", "training", "axes", "samples")
@@ -44,11 +45,11 @@ def test_metric_key_closed_forms_and_errors():
 
 
 def test_logging_code_takes_its_names_from_metric_names():
-    from ablate import evaluate, lit
+    from ablate.pipeline import evaluation, lit
 
-    assert evaluate.metric_key is mn.metric_key and evaluate.count_label is mn.count_label
+    assert evaluation.metric_key is mn.metric_key
     # No metric name is spelt out in the logging code: a rename in metric_names renames what is logged.
-    for module in (evaluate, lit):
+    for module in (evaluation, lit):
         src = inspect.getsource(module)
         literals = re.findall(r"[\"'](?:eval|train|trainer)/[A-Za-z_*]+[\"']", src)
         assert literals == [], f"{module.__name__} spells out metric names {literals}; use ablate.metric_names"
@@ -59,7 +60,7 @@ def test_logging_code_takes_its_names_from_metric_names():
 
 def _axes(**kw):
     base = {"time": "continuous", "prediction": "velocity", "interpolant": "linear", "sampler": "ode",
-            "solver": "heun", "sampler_steps": 25, "diffusion": None, "guidance": 1.0, "train_steps": 1000,
+            "solver": "heun", "sampler_steps": 25, "sde_coef": None, "guidance": 1.0, "train_steps": 1000,
             "sampler_tag": "ode_heun-nfe50-cfg1.0", "row": None}
     return {**base, **kw}
 
@@ -75,9 +76,9 @@ def test_varied_axes_ignores_labels_and_constants():
 
 def test_independent_axes_drop_axes_implied_by_earlier_ones():
     # solver follows the sampler in these rows (ode->heun, sde->em); diffusion is free within sde.
-    rows = [_axes(sampler="ode", solver="heun"), _axes(sampler="sde", solver="em", diffusion="w_kl"),
-            _axes(sampler="sde", solver="em", diffusion="sigma")]
-    assert db.independent_axes(rows, ["sampler", "solver", "diffusion"]) == ["sampler", "diffusion"]
+    rows = [_axes(sampler="ode", solver="heun"), _axes(sampler="sde", solver="em", sde_coef="w_kl"),
+            _axes(sampler="sde", solver="em", sde_coef="sigma")]
+    assert db.independent_axes(rows, ["sampler", "solver", "sde_coef"]) == ["sampler", "sde_coef"]
     assert db.independent_axes(rows, ["solver", "sampler"]) == ["solver"]
 
 
@@ -125,7 +126,7 @@ def test_study_workspace_has_the_expected_sections_and_panels(study):
     assert {(p["x"], p["y"][0]) for p in training} == {(f"history:{mn.GLOBAL_STEP}", f"history:{fid}"),
                                                        (f"history:{mn.GLOBAL_STEP}", f"history:{mn.TRAIN_LOSS}")}
     (par,) = _panels(spec, "axes")
-    every = ("time", "prediction", "interpolant", "weighting", "time_density", "sampler", "diffusion", "guidance",
+    every = ("time", "prediction", "interpolant", "weighting", "time_density", "sampler", "sde_coef", "guidance",
              "model", "data", "train_steps", "seed")
     assert {f"config:{a}" for a in every} <= set(par["columns"])
     assert par["columns"][-1] == f"summary:{fid}" and len(par["columns"]) == len(set(par["columns"]))
@@ -137,12 +138,12 @@ def test_study_workspace_has_the_expected_sections_and_panels(study):
 
 
 def test_study_specific_axes():
-    # dit_scaling changes the model size by overrides at CPU scale: axes() flattens them (model_depth, ...)
+    # dit_scaling changes the model size by overrides at CPU scale: the axes flatten them (model_depth, ...)
     assert {"model_depth", "model_hidden_size", "model_patch_size"} <= set(_spec("dit_scaling")["varied_axes"])
     assert _spec("cfg_sweep")["varied_axes"] == ["guidance"]
     nfe = _spec("nfe_sweep")
     assert "sampler_steps" in nfe["varied_axes"] and "config:sampler_steps" not in nfe["runset"]["groupby"]
-    assert {"config:sampler", "config:diffusion"} <= set(nfe["runset"]["groupby"])
+    assert {"config:sampler", "config:sde_coef"} <= set(nfe["runset"]["groupby"])
 
 
 def test_metric_keys_follow_the_evaluation_budget():
@@ -206,7 +207,7 @@ def _offline_run(tmp, study: str, row: str | None = None):
     returns (the keys it logged, its W&B run directory, its config)."""
     import wandb
 
-    from ablate.run import run
+    from ablate.pipeline.runner import run
     from ablate.studies import compose_row, load_study
 
     st = load_study(study)
@@ -229,7 +230,7 @@ def offline_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def offline_runs(tmp_path_factory, offline_run):
     """Runs whose logged keys stand for each study's: sit_walk's, and a dit_scaling row's, since only that study's
-    rows set the model's patch size (its dashboard reads config.model.patch_size)."""
+    rows set the model's patch size (its dashboard reads config:model_patch_size)."""
     return {"sit_walk": offline_run, "dit_scaling": _offline_run(tmp_path_factory.mktemp("dit"), "dit_scaling")}
 
 
@@ -238,14 +239,14 @@ def _missing(refs: set[str], keys: dict[str, set[str]]) -> list[str]:
 
 
 def test_logged_keys_reads_the_offline_run(offline_run):
-    from ablate.build import axes
+    from ablate.pipeline.build import build_experiment
 
     keys, _, cfg = offline_run
     fid = mn.metric_key("fid", 20)
-    assert {fid, mn.metric_key("fid", 20, axes(cfg)["sampler_tag"]), mn.NFE, mn.SAMPLES, *mn.GFLOPS.values(),
-            mn.TRAIN_LOSS, mn.GLOBAL_STEP} <= keys["history"]
+    assert {fid, mn.metric_key("fid", 20, build_experiment(cfg).sampler.tag), mn.NFE, mn.SAMPLES,
+            *mn.GFLOPS.values(), mn.TRAIN_LOSS, mn.GLOBAL_STEP} <= keys["history"]
     assert {fid, mn.MODEL_GFLOPS, mn.SAMPLES} <= keys["summary"]
-    assert {"study", "row", "interpolant", "sampler_tag", "config", "config.model.depth"} <= keys["config"]
+    assert {"study", "row", "interpolant", "sampler_tag", "model_depth", "train_key"} <= keys["config"]
 
 
 @pytest.mark.parametrize("study", available_studies())
@@ -308,4 +309,4 @@ def test_paper_scale_reads_fid50k_and_groups_by_the_dit_preset():
     assert spec["name"] == "ablate: dit_scaling (paper)"
     assert spec["runset"]["groupby"] == ["config:model"]  # dit-s8 ... dit-xl2: the sizes, one level
     assert "summary:eval/fid50k" in db.referenced_keys(spec)  # DiT's FID-50K
-    assert not any(r.startswith("config:config.model") for r in db.referenced_keys(spec))  # implied by the preset
+    assert not any(a.startswith("model_") for a in spec["varied_axes"])  # the sizes come from the presets

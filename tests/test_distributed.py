@@ -30,7 +30,7 @@ from ablate.pipeline.metric_names import TRAIN_LOSS
 from ablate.results import read_results
 from ablate.scale.distributed import GlobalBatchRandom, gather_rows, shard_range, sharded_fid, sharded_metrics
 
-FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
+FAST = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "logger=none", "trainer.batch_size=32",
         "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]
 RTOL = 1e-5  # one process vs two: the same arithmetic up to the order of the gradient all-reduce
 

@@ -19,7 +19,7 @@ import torch
 from ablate.pipeline.checkpointing import CheckpointError, atomic_torch_save, load_checkpoint
 from ablate.results import read_results
 
-FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "trainer.batch_size=32",
+FAST = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "trainer.batch_size=32",
         "trainer.steps=2", "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 
 from ablate.results import read_results
 
-FAST = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32",
+FAST = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "logger=none", "trainer.batch_size=32",
         "trainer.steps=2", "eval.num_samples=20", "eval.batch_size=20", "sampler.steps=2"]
 
 

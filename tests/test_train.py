@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-MICRO = ["+model.depth=2", "+model.hidden_size=64", "+model.num_heads=2", "logger=none", "trainer.batch_size=32"]
+MICRO = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "logger=none", "trainer.batch_size=32"]
 
 
 def _script(out_dir, steps, kill_at=None, extra=(), sig="SIGKILL", sig_rank=0, ckpt_every=2, prelude=""):

@@ -6,7 +6,7 @@ On CPU the fused scaled-dot-product-attention kernel is not counted by FlopCount
 runs inside ``sdpa_kernel(SDPBackend.MATH)``, whose matmuls are counted (on the meta device nothing is
 computed, so counting is instant even for DiT-XL/2 at 512 px).
 
-Three figures per run (DESIGN.md, "GFLOPs"):
+Three figures per run (docs/design.md, "GFLOPs"):
 
 - ``model_gflops``: one forward pass, per image;
 - ``sample_gflops = NFE x model_gflops x (2 with classifier-free guidance)``;
@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = ["model_gflops", "sample_gflops", "train_gflops", "table4", "DIT_TABLE4_GFLOPS"]
 
 # DiT Table 4, "Gflops" column (forward GMACs per image); 256 px unless stated. Cross-checked in the tests
-# against shared/reference/dit_table4.csv when that file is present.
+# against experiments/reference/dit_table4.csv (the published table, with its citation).
 DIT_TABLE4_GFLOPS: dict[tuple[str, int], float] = {
     ("DiT-S/8", 256): 0.36,
     ("DiT-S/4", 256): 1.41,

@@ -19,7 +19,7 @@ one silently changes the outputs), so they come from the table of known widths (
 (``infer_config`` warns and guesses width // 64). Keyword arguments that contradict the file raise a
 ``ValueError`` naming the configuration that would fit.
 
-Time and output conventions (``CheckpointInfo``), converted only here at the edge (DESIGN.md section 1):
+Time and output conventions (``CheckpointInfo``), converted only here at the edge (docs/design.md, "Conventions"):
 
 - ``dit``: the network sees the DDPM integer index n in 0..999 and predicts the noise eps (first C channels)
   and the learned-variance interpolation v (last C channels; Nichol & Dhariwal 2021, eq. 15).

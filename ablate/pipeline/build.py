@@ -174,10 +174,13 @@ class Experiment:
             "interpolant": self.interpolant.name,
             "weighting": self.weighting,
             "time_density": None if self.time.kind == "discrete" else self.objective_density().name,
-            "sde_coef": None, "sde_coef_norm": None, "sde_coef_eta": None, "last_step": None,
-            **self.sampler.describe(),
+            **{**dict.fromkeys(("sampler", "solver", "sampler_steps", "nfe_budget", "sde_coef", "sde_coef_norm",
+                                "sde_coef_eta", "last_step", "guidance", "sampler_tag")),
+               **self.sampler.describe()},
             "guidance_channels": self.guidance.legacy_channels,
             "model": self.model.name,
+            # the architecture overrides (None: the preset's value), and any other DiT argument given
+            **{f"model_{k}": m.get(k) for k in ("depth", "hidden_size", "num_heads", "patch_size")},
             **{f"model_{k}": v for k, v in m.items() if k not in ("name", "input_size", "in_channels",
                                                                    "num_classes", "learn_sigma")},
             "data": self.data.name,
@@ -215,6 +218,10 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     """
     from ..transport.loss import build_objective
 
+    scale = cfg.get("scale")
+    skip = (cfg.get(f"at_{scale}") or {}).get("skip") if scale else None
+    if skip:
+        raise ConfigError(f"{cfg.get('study')} row {cfg.get('row')} is not run at {scale} scale: {skip}")
     built = {g: _instantiate(cfg, g) for g in BUILT_GROUPS if g in cfg}
     time, pred, interp = built["time"], built["prediction"], built["interpolant"]
     model, data, trainer, ev = built["model"], built["data"], built["trainer"], built["eval"]

@@ -74,7 +74,7 @@ def run(cfg: DictConfig, job_dir: str | Path | None = None) -> dict:
 
 
 def _override_groups(overrides: list[str]) -> dict[str, str]:
-    """Top-level key -> the override that set it (``interpolant=vp``, ``+model.depth=2`` -> model)."""
+    """Top-level key -> the override that set it (``interpolant=vp``, ``model.depth=2`` -> model)."""
     out = {}
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")

@@ -4,7 +4,7 @@ eq. 12). DDIM with eta = 0 is the discretised probability-flow ODE of the discre
 Sec. 4.3), so ``ddim`` with ``eta=0`` is the ODE sampler for discrete-time models.
 
 Same call signature as every sampler, but the model is the *discrete* model ``model(x, index, y)`` with DiT's
-integer index 0..T-1 (the discrete time axis owns that edge, DESIGN section 1). ``steps`` respaces the
+integer index 0..T-1 (the discrete time axis owns that edge, docs/design.md, "Conventions"). ``steps`` respaces the
 schedule (IDDPM Sec. 4: 250 steps keep indices {0, 4, ..., 995, 999}): an int, or any of DiT's respacing
 specs (``"250"``, ``"10,20"`` = 10 steps in the first half and 20 in the second, ``"ddim25"`` = the integer
 stride giving 25 steps; :func:`ablate.transport.ddpm.space_timesteps`); the NFE is the number of kept indices.

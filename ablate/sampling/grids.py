@@ -1,4 +1,4 @@
-"""Time grids in float64, separate from the solver step (STYLE habit 5; k-diffusion, EDM).
+"""Time grids in float64, separate from the solver step (k-diffusion, EDM).
 
 A grid is a 1-D float64 tensor of paper times from t_max (noise side) down to t_min (data side), inclusive.
 ``uniform`` is the default and the only grid SiT uses (its ``torch.linspace``); ``quadratic`` is offered for

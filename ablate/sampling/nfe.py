@@ -1,7 +1,7 @@
-"""Counting network evaluations (NFE) with a wrapper, never by inference (STYLE habit 6).
+"""Counting network evaluations (NFE) with a wrapper, never by inference.
 
 One NFE is one call of the (possibly guidance-wrapped) model on a batch: a classifier-free-guided call
-that runs the network on a doubled batch counts once here, and ``sample_gflops`` doubles it (DESIGN.md).
+that runs the network on a doubled batch counts once here, and ``sample_gflops`` doubles it (docs/design.md, "GFLOPs").
 """
 
 from __future__ import annotations

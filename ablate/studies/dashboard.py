@@ -43,7 +43,7 @@ __all__ = ["spec_for_study", "build_spec", "to_workspace", "referenced_keys", "s
            "varied_axes", "independent_axes", "logged_keys", "main"]
 
 # Axes that are plotted on an x axis somewhere: grouping by them would split a curve into single points.
-X_AXES = ("sampler_steps", "train_steps", "guidance")
+X_AXES = ("sampler_steps", "nfe_budget", "train_steps", "guidance")
 LABELS = ("sampler_tag", "row")  # names of a run, not axes: they change with every row
 PANEL_TYPES = ("bar", "scatter", "line", "parallel", "media")
 
@@ -63,6 +63,8 @@ def study_configs(study: str, scale: str = "cpu", extra: Sequence[str] = ()) -> 
     from .catalog import compose_row, load_study
 
     st = load_study(study)
+    if scale == "paper" and not any(e.startswith("data.root=") for e in extra):
+        extra = [*extra, "data.root=unused", "data.reference_root=unused"]  # the axes need no data
     rows = [(r.id, compose_row(st, r, scale, extra=list(extra))) for r in st.rows if not r.skip_reason(scale)]
     if not rows:
         raise ValueError(f"study {study!r} runs no row at scale {scale!r}; nothing to plot")

@@ -153,7 +153,7 @@ class GaussianDiffusion:
     def to_paper_time(self, index) -> Tensor:
         """The VP-equivalent paper time of index i: the t with VP's alpha(t) = sqrt(alpha_bar_i), i.e. the
         positive root of 1/4 (beta_max - beta_min) t^2 + 1/2 beta_min t = -1/2 log alpha_bar_i (beta_min 0.1,
-        beta_max 20; DESIGN section 1). For plotting; float64. Index i of a respaced diffusion gives the t of
+        beta_max 20; docs/design.md, "Conventions"). For plotting; float64. Index i of a respaced diffusion gives the t of
         its original index. Index 999 of the T = 1000 linear schedule maps to ~1.0034: the discrete
         alpha_bar_999 is slightly below the continuous alpha(1)^2, and the value is not clamped."""
         from .interpolants import VP

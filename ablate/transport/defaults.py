@@ -1,4 +1,4 @@
-"""One table of endpoint epsilons (STYLE habit 8), keyed by interpolant x prediction, and the time intervals
+"""One table of endpoint epsilons, keyed by interpolant x prediction, and the time intervals
 they imply for training and sampling. Paper time: t = 0 data, t = 1 noise; samplers go from t_max down to
 t_min.
 

@@ -1,9 +1,9 @@
 """Interpolants: the path x_t = alpha_t x + sigma_t eps, in the SiT paper's time (t = 0 data, t = 1 noise).
 
-An interpolant returns coefficients and nothing else (STYLE habit 2). Drift, diffusion coefficients and
+An interpolant returns coefficients and nothing else. Drift, diffusion coefficients and
 prediction conversions live in their own modules and only consume :class:`PathCoefficients`.
 
-Conventions (DESIGN.md section 1, SiT paper arXiv 2401.08740, Sec. 2 and Table 4):
+Conventions (docs/design.md, "Conventions", SiT paper arXiv 2401.08740, Sec. 2 and Table 4):
 
 .. math::
     x_t = \\alpha_t x_* + \\sigma_t \\varepsilon,\\qquad

@@ -1,4 +1,4 @@
-"""The training objective in three parts (STYLE habit 3): the regression target, the weighting w(t), and the
+"""The training objective in three parts: the regression target, the weighting w(t), and the
 training-time density p(t). Paper time throughout: t = 0 data, t = 1 noise, x_t = alpha_t x0 + sigma_t eps.
 
 Per-sample losses (SiT paper arXiv 2401.08740, eqs. 6-8; ``mean_flat`` = mean over non-batch dimensions):

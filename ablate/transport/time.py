@@ -1,4 +1,4 @@
-"""The time axis owns how t reaches the network (STYLE habit 4), so that changing the discretization changes
+"""The time axis owns how t reaches the network, so that changing the discretization changes
 only the discretization, not also the conditioning scale.
 
 - :class:`ContinuousTime`: the library passes paper time t in [0, 1] (t = 0 data, t = 1 noise); the network

@@ -10,11 +10,7 @@ import torch
 from ablate.metrics.flops import DIT_TABLE4_GFLOPS, model_gflops, sample_gflops, table4, train_gflops
 from ablate.models import DiT, build_model
 
-_ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = next(
-    (d / "shared" / "reference" / "dit_table4.csv" for d in (_ROOT, _ROOT.parent) if (d / "shared").is_dir()),
-    _ROOT / "shared" / "reference" / "dit_table4.csv",
-)
+REFERENCE = Path(__file__).resolve().parents[2] / "experiments" / "reference" / "dit_table4.csv"
 
 
 def _closed_form_gmacs(m: DiT) -> float:
@@ -52,7 +48,7 @@ def test_all_dit_table4_configurations():
     assert xl[("DiT-XL/2", 512)] == pytest.approx(524.60, rel=5e-4)
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="shared/reference/dit_table4.csv not present")
+@pytest.mark.skipif(not REFERENCE.exists(), reason="experiments/reference/dit_table4.csv not present")
 def test_embedded_table_matches_the_reference_csv():
     with open(REFERENCE) as f:
         ref = {(r["model"], int(r["resolution"])): float(r["gflops"]) for r in csv.DictReader(f)}

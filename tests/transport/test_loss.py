@@ -33,7 +33,7 @@ def _col(v):
 
 
 def _closed_forms(name, t):
-    """alpha, sigma, alpha', sigma', lambda in closed form (DESIGN section 1)."""
+    """alpha, sigma, alpha', sigma', lambda in closed form (docs/design.md, "Conventions")."""
     if name == "linear":
         return 1 - t, t, -torch.ones_like(t), torch.ones_like(t), t / (1 - t)
     if name == "gvp":
