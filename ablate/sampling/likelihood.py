@@ -119,7 +119,7 @@ def nll(
     if not (data_scale > 0 and math.isfinite(data_scale)):
         raise ValueError(f"data_scale must be a finite number > 0, got {data_scale!r}")
     interpolant = get_interpolant(interpolant)  # a name or an Interpolant
-    lo, hi = sample_interval(interpolant.name, prediction, sde=False, eps=sample_eps)
+    lo, hi = sample_interval(interpolant, prediction, sde=False, eps=sample_eps)
     lo = lo if t_min is None else float(t_min)
     hi = hi if t_max is None else float(t_max)
     fld, m = Field(interpolant, prediction), NFECounter(model)

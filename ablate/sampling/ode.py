@@ -88,7 +88,7 @@ class ODESampler(BaseSampler):
                 f"adaptive ODE solvers need atol > 0 and rtol > 0, got atol={atol!r}, rtol={rtol!r}"
             )
         self.field = Field(interpolant, prediction)
-        lo, hi = sample_interval(interpolant.name, prediction, sde=False, eps=sample_eps)
+        lo, hi = sample_interval(interpolant, prediction, sde=False, eps=sample_eps)
         self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
         self.explicit_interval = t_min is not None or t_max is not None

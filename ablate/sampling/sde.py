@@ -128,7 +128,7 @@ class SDESampler(BaseSampler):
         self.method, self.steps, self.last_step = method, steps, last_step
         self.last_step_size = 0.0 if last_step == "none" else size
         lo, hi = sample_interval(
-            interpolant.name,
+            interpolant,
             prediction,
             sde=True,
             noise_singular=diffusion.singular_at_noise_end,

@@ -1,8 +1,10 @@
-"""One table of endpoint epsilons, keyed by interpolant x prediction, and the time intervals
-they imply for training and sampling. Paper time: t = 0 data, t = 1 noise; samplers go from t_max down to
-t_min.
+"""Endpoint epsilons per interpolant x prediction, and the time intervals they imply for training and sampling.
+Paper time: t = 0 data, t = 1 noise; samplers go from t_max down to t_min.
 
-SiT's defaults (its ``create_transport`` and ``check_interval``, converted to paper time):
+Each interpolant owns its row of the table (:meth:`Interpolant.endpoint_eps`; a new interpolant class inherits
+conservative defaults, 1e-3 at both ends, unless it states its own). Whether an interval is open at the noise end
+follows from the path itself (:meth:`Interpolant.alpha_vanishes_at_noise_end`: alpha_1 = 0 makes the score
+0/0 there). SiT's defaults (its ``create_transport`` and ``check_interval``, converted to paper time):
 
 =============  ===========================  =========  ==========
 interpolant    prediction                   train eps  sample eps
@@ -24,9 +26,7 @@ Intervals (eps = the table's value unless the user overrides it):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .interpolants import INTERPOLANTS
+from .interpolants import EndpointEps, Interpolant, get_interpolant
 from .predictions import validate_prediction
 
 __all__ = ["EndpointEps", "endpoint_eps", "train_interval", "sample_interval", "SDE_SINGULAR_NOISE_EPS"]
@@ -34,23 +34,15 @@ __all__ = ["EndpointEps", "endpoint_eps", "train_interval", "sample_interval", "
 SDE_SINGULAR_NOISE_EPS = 1e-3
 
 
-@dataclass(frozen=True)
-class EndpointEps:
-    train: float
-    sample: float
+def _interp(interpolant: str | Interpolant) -> Interpolant:
+    return get_interpolant(interpolant) if isinstance(interpolant, str) else interpolant
 
 
-def endpoint_eps(interpolant: str, prediction: str) -> EndpointEps:
-    """SiT's default endpoint epsilons for an (interpolant, prediction) pair."""
+def endpoint_eps(interpolant: str | Interpolant, prediction: str) -> EndpointEps:
+    """The default endpoint epsilons of an (interpolant, prediction) pair: the interpolant's own
+    (:meth:`Interpolant.endpoint_eps`)."""
     validate_prediction(prediction)
-    if interpolant == "vp":
-        return EndpointEps(train=1e-5, sample=1e-3)
-    if interpolant in ("linear", "gvp"):
-        return EndpointEps(0.0, 0.0) if prediction == "velocity" else EndpointEps(1e-3, 1e-3)
-    if interpolant in INTERPOLANTS:  # pragma: no cover - the table must cover every registered interpolant
-        raise AssertionError(f"endpoint table misses interpolant {interpolant!r}")
-    # A user-defined interpolant: conservative defaults on both ends.
-    return EndpointEps(1e-3, 1e-3)
+    return _interp(interpolant).endpoint_eps(prediction)
 
 
 def _check_eps(eps: float, what: str) -> float:
@@ -60,16 +52,17 @@ def _check_eps(eps: float, what: str) -> float:
     return eps
 
 
-def train_interval(interpolant: str, prediction: str, eps: float | None = None) -> tuple[float, float]:
+def train_interval(interpolant: str | Interpolant, prediction: str, eps: float | None = None) -> tuple[float, float]:
     """(t_min, t_max) of the uniform training-time density, in paper time."""
-    e = _check_eps(endpoint_eps(interpolant, prediction).train if eps is None else eps, "train_eps")
-    if interpolant == "vp":
+    interp = _interp(interpolant)
+    e = _check_eps(endpoint_eps(interp, prediction).train if eps is None else eps, "train_eps")
+    if not interp.alpha_vanishes_at_noise_end():  # e.g. VP: nothing is singular at t = 1
         return (e, 1.0)
     return (e, 1.0 - e)
 
 
 def sample_interval(
-    interpolant: str,
+    interpolant: str | Interpolant,
     prediction: str,
     sde: bool = False,
     *,
@@ -82,9 +75,10 @@ def sample_interval(
     ``noise_singular``: the SDE diffusion coefficient is infinite at t = 1 (w_KL on linear/gvp).
     ``last_step_size``: the SDE stops at t = last_step_size and a separate last step goes to 0 (0 = none).
     """
-    e = _check_eps(endpoint_eps(interpolant, prediction).sample if eps is None else eps, "sample_eps")
+    interp = _interp(interpolant)
+    e = _check_eps(endpoint_eps(interp, prediction).sample if eps is None else eps, "sample_eps")
     last = _check_eps(last_step_size, "last_step_size")
-    if interpolant == "vp":
+    if not interp.alpha_vanishes_at_noise_end():  # e.g. VP
         t_min = last if (sde and last > 0) else e
         return (t_min, 1.0)
     velocity = prediction == "velocity"

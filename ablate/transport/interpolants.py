@@ -79,6 +79,14 @@ class PathCoefficients:
 INTERPOLANTS: dict[str, type["Interpolant"]] = {}  # filled by every subclass that sets ``name`` (the registry)
 
 
+@dataclass(frozen=True)
+class EndpointEps:
+    """How far from the ends training (``train``) and sampling (``sample``) stay by default."""
+
+    train: float
+    sample: float
+
+
 class Interpolant:
     """Base class. Subclasses implement :meth:`alpha`, :meth:`sigma`, :meth:`d_alpha`, :meth:`d_sigma`.
 
@@ -101,6 +109,11 @@ class Interpolant:
     def describe(self) -> dict:
         """The interpolant's identity (name and parameters): part of the training key and the results row."""
         return {"name": self.name}
+
+    def endpoint_eps(self, prediction: str) -> EndpointEps:
+        """Default endpoint epsilons for a network predicting ``prediction`` (the interval's ends come from
+        :mod:`ablate.transport.defaults`). Conservative for a new path: 1e-3 from both ends."""
+        return EndpointEps(1e-3, 1e-3)
 
     def alpha(self, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -161,6 +174,9 @@ class Linear(Interpolant):
 
     name = "linear"
 
+    def endpoint_eps(self, prediction: str) -> EndpointEps:
+        return EndpointEps(0.0, 0.0) if prediction == "velocity" else EndpointEps(1e-3, 1e-3)  # SiT's table
+
     def alpha(self, t):
         return 1 - t
 
@@ -185,6 +201,9 @@ class GVP(Interpolant):
     """
 
     name = "gvp"
+
+    def endpoint_eps(self, prediction: str) -> EndpointEps:
+        return EndpointEps(0.0, 0.0) if prediction == "velocity" else EndpointEps(1e-3, 1e-3)  # SiT's table
 
     def alpha(self, t):
         return torch.sin(0.5 * math.pi * (1 - t))
@@ -214,6 +233,9 @@ class VP(Interpolant):
     """
 
     name = "vp"
+
+    def endpoint_eps(self, prediction: str) -> EndpointEps:
+        return EndpointEps(train=1e-5, sample=1e-3)  # SiT's table, for every prediction
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         if not (0 <= beta_min < beta_max):

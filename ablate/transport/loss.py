@@ -194,7 +194,7 @@ class Objective:
             )
         self.weighting = weighting
         if time_density is None:
-            self.time_density = UniformTime(*train_interval(self.interpolant.name, prediction, train_eps))
+            self.time_density = UniformTime(*train_interval(self.interpolant, prediction, train_eps))
         elif train_eps is not None:
             raise ValueError("give either time_density (with its own t_min/t_max) or train_eps, not both")
         else:
@@ -289,7 +289,7 @@ def build_objective(
         make, what = _DENSITIES[time_density], time_density
     else:
         make, what = time_density, getattr(time_density, "func", time_density)
-    t_min, t_max = train_interval(interp.name, prediction, train_eps)
+    t_min, t_max = train_interval(interp, prediction, train_eps)
     kw = dict(t_min=t_min, t_max=t_max)
     kw.update(density_kw)
     try:

@@ -4,6 +4,7 @@ import pytest
 
 from ablate.transport.defaults import (
     SDE_SINGULAR_NOISE_EPS,
+    EndpointEps,
     endpoint_eps,
     sample_interval,
     train_interval,
@@ -51,4 +52,10 @@ def test_bad_inputs():
         endpoint_eps("linear", "eps")
     with pytest.raises(ValueError, match="train_eps"):
         train_interval("linear", "noise", eps=0.7)
-    assert endpoint_eps("my_path", "noise").train == 1e-3  # a user-defined interpolant: conservative
+    from ablate.transport import CustomInterpolant
+
+    mine = CustomInterpolant(lambda t: 1 - t**2, lambda t: t, name="my_path")
+    assert endpoint_eps(mine, "noise") == endpoint_eps(mine, "velocity") == EndpointEps(1e-3, 1e-3)  # conservative
+    assert train_interval(mine, "velocity") == (1e-3, 1 - 1e-3)  # alpha_1 = 0: open at the noise end too
+    with pytest.raises(ValueError, match="unknown interpolant 'my_path'.*valid choices"):
+        endpoint_eps("my_path", "noise")  # a name must be registered (a CustomInterpolant is passed as an object)
