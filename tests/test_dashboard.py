@@ -9,8 +9,8 @@ import socket
 import pytest
 
 from ablate.pipeline import metric_names as mn
-from ablate.studies import dashboard as db
 from ablate.studies import available_studies
+from ablate.studies import dashboard as db
 
 # tests/test_run.py's fast settings, with W&B offline and the loss logged every step.
 FAST = ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "trainer.batch_size=32",
