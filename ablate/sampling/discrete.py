@@ -30,6 +30,7 @@ class DiscreteSampler(BaseSampler):
     family = "discrete"
     time_kind = "discrete"
     KINDS = ("ddpm", "ddim")
+    PAPER_STEPS = dict(zip(KINDS, (250, 50), strict=True))  # DiT's 250 DDPM steps; DDIM 50: the API's default
 
     @classmethod
     def build(cls, ctx: SamplingContext, kind: str = "ddpm", steps: int | str | None = None, nfe: int | None = 50,

@@ -41,6 +41,7 @@ class ODESampler(BaseSampler):
 
     family = "ode"
     time_kind = "continuous"
+    PAPER_STEPS = {"heun": 125, "euler": 250}  # the papers' budgets (250 NFE): the Python API's default steps
 
     @classmethod
     def build(cls, ctx: SamplingContext, solver: str = "heun", steps: int | None = None, nfe: int | None = 50,

@@ -26,9 +26,10 @@ SAMPLERS: tuple[str, ...] = (
     + DiscreteSampler.KINDS
 )
 ALIASES = {"ode": "ode_heun", "sde": "sde_em"}
-# The papers' budgets, the API's default when no steps are given: Heun 250 NFE = 125 steps; SDE 250 steps
-# (last step included); DDPM 250; DDIM 50. The config groups default to equal budgets instead (sampler.nfe).
-DEFAULT_STEPS = {"ode_heun": 125, "ode_euler": 250, "sde_em": 250, "sde_heun": 250, "ddpm": 250, "ddim": 50}
+# The papers' budgets, the API's default when no steps are given (each family states its own: Heun 250 NFE = 125
+# steps; SDE 250 steps, last step included; DDPM 250; DDIM 50). The config groups default to equal budgets instead.
+DEFAULT_STEPS = {**{f"ode_{k}": v for k, v in ODESampler.PAPER_STEPS.items()},
+                 **{f"sde_{k}": v for k, v in SDESampler.PAPER_STEPS.items()}, **DiscreteSampler.PAPER_STEPS}
 
 
 def build_sampler(

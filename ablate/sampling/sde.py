@@ -57,6 +57,7 @@ class SDESampler(BaseSampler):
 
     family = "sde"
     time_kind = "continuous"
+    PAPER_STEPS = {m: 250 for m in SDE_METHODS}  # SiT's 250 steps, last step included: the API's default
 
     @classmethod
     def build(cls, ctx: SamplingContext, solver: str = "em", steps: int | None = None, nfe: int | None = 50,
