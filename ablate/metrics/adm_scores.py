@@ -99,16 +99,26 @@ class full_float32:
 
     PyTorch lets cuDNN convolutions use TF32 by default on Ampere and later GPUs (and a pipeline may enable it
     for matmuls too): 10-bit mantissas, ~1e-3 relative error, which the TensorFlow graph the reference numbers
-    come from did not have. Feature extraction and distances run in full float32."""
+    come from did not have. Feature extraction and distances run in full float32. Uses the ``fp32_precision``
+    settings where torch has them (mixing them with the legacy ``allow_tf32`` flags raises in torch >= 2.9)."""
 
     def __enter__(self):
-        self.prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        mm, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+        self.new_api = hasattr(mm, "fp32_precision") and hasattr(getattr(cudnn, "conv", None), "fp32_precision")
+        if self.new_api:
+            self.prev = (mm.fp32_precision, cudnn.conv.fp32_precision)
+            mm.fp32_precision = cudnn.conv.fp32_precision = "ieee"
+        else:
+            self.prev = (mm.allow_tf32, cudnn.allow_tf32)
+            mm.allow_tf32 = cudnn.allow_tf32 = False
         return self
 
     def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.prev
+        mm, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+        if self.new_api:
+            mm.fp32_precision, cudnn.conv.fp32_precision = self.prev
+        else:
+            mm.allow_tf32, cudnn.allow_tf32 = self.prev
 
 
 class ManifoldEstimator:

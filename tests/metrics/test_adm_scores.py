@@ -202,3 +202,21 @@ def test_fid_from_statistics_is_the_frechet_distance_of_the_features():
     adm = (m1 - mu) @ (m1 - mu) + np.trace(s1) + np.trace(sigma) - 2 * np.trace(covmean)
     assert fid_from_statistics(feats, mu, sigma) == pytest.approx(adm, rel=1e-9)
     assert fid_from_statistics(feats.astype(np.float32), m1, s1) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_full_float32_disables_tf32_and_restores_the_settings():
+    from ablate.metrics.adm_scores import full_float32
+
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9: only the legacy allow_tf32 flags exist")
+    original = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a pipeline's setting (legacy API)
+    try:
+        before = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+        with full_float32():
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+            assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
+        assert torch.get_float32_matmul_precision() == "high"  # the legacy view still reads
+    finally:
+        torch.set_float32_matmul_precision(original)
