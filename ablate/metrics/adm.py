@@ -253,16 +253,16 @@ def evaluate_adm(samples, reference: str | os.PathLike | AdmReference, *, metric
 
     wanted = _metric_list(metrics)
     ref = reference if isinstance(reference, AdmReference) else load_adm_reference(reference)
-    for m in wanted:
+    for m in wanted:  # fail on a missing key or a bad shape before any image is processed
         if m != "inception_score":
-            ref._require(m)
+            ref.require(m)
+    stats = {m: ref.statistics(m) for m in ("fid", "sfid") if m in wanted}
     if model is None:
         model = build_adm_inception(inception_weights, device=device)
     feats = adm_features(samples, model, batch_size=batch_size, progress=progress)
     out: dict = {}
-    for m in ("fid", "sfid"):
-        if m in wanted:
-            out[m] = fid_from_statistics(feats["pool" if m == "fid" else "spatial"], *ref.statistics(m))
+    for m, (mu, sigma) in stats.items():
+        out[m] = fid_from_statistics(feats["pool" if m == "fid" else "spatial"], mu, sigma)
     if "inception_score" in wanted:
         out["inception_score"] = inception_score(feats["logits"])
     num_real = None

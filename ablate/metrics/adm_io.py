@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CONVERSIONS", "IMAGES_KEY", "LABELS_KEY", "REFERENCE_KEYS", "AdmNpzWriter", "AdmReference",
-           "MissingNpzKey", "iter_npz_batches", "load_adm_reference", "npz_array_header", "npz_keys",
+           "MissingNpzKey", "iter_npz_batches", "load_adm_reference", "merge_adm_npz", "npz_array_header", "npz_keys",
            "read_adm_npz", "samples_to_uint8", "save_adm_npz"]
 
 IMAGES_KEY = "arr_0"
@@ -224,6 +224,24 @@ def save_adm_npz(path: str | os.PathLike, images, labels=None, *, conversion: st
     return Path(path)
 
 
+def merge_adm_npz(path: str | os.PathLike, parts, *, batch_size: int = 1024) -> Path:
+    """Concatenate ADM-format sample files (e.g. one per rank, in rank order) into one, streaming; labels are
+    kept if every part has them. The parts are left in place."""
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise ValueError("no parts to merge")
+    n = sum(npz_array_header(p, IMAGES_KEY)[0][0] for p in parts)
+    with_labels = all(LABELS_KEY in npz_keys(p) for p in parts)
+    with AdmNpzWriter(path, num_images=n) as w:
+        for p in parts:
+            labels = np.load(p)[LABELS_KEY] if with_labels else None
+            i = 0
+            for b in iter_npz_batches(p, batch_size, IMAGES_KEY):
+                w.write(b, None if labels is None else labels[i : i + len(b)])
+                i += len(b)
+    return Path(path)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------------------
@@ -319,7 +337,8 @@ class AdmReference:
                                     "openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/)")
         self.keys = frozenset(npz_keys(self.path))
 
-    def _require(self, metric: str) -> None:
+    def require(self, metric: str) -> None:
+        """Raise :class:`MissingNpzKey` (file, key, metric) unless every key ``metric`` reads is present."""
         for key in REFERENCE_KEYS[metric]:
             if key not in self.keys:
                 raise MissingNpzKey(
@@ -331,7 +350,7 @@ class AdmReference:
         """``(mu, sigma)`` for ``"fid"`` (pool_3) or ``"sfid"`` (spatial), float64, shape-checked."""
         if metric not in ("fid", "sfid"):
             raise ValueError(f"statistics are stored for 'fid' and 'sfid', not {metric!r}")
-        self._require(metric)
+        self.require(metric)
         mk, sk = REFERENCE_KEYS[metric]
         with np.load(self.path) as z:
             mu, sigma = np.asarray(z[mk], np.float64), np.asarray(z[sk], np.float64)
@@ -342,12 +361,12 @@ class AdmReference:
         return mu, sigma
 
     def num_images(self) -> int:
-        self._require("precision")
+        self.require("precision")
         return npz_array_header(self.path, IMAGES_KEY)[0][0]
 
     def images(self, batch_size: int) -> Iterator[np.ndarray]:
         """The ``arr_0`` images in batches (uint8 NHWC), for precision/recall."""
-        self._require("precision")
+        self.require("precision")
         shape, dtype = npz_array_header(self.path, IMAGES_KEY)
         if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
             raise ValueError(f"{self.path}: arr_0 is {dtype} {shape}, expected uint8 [N, H, W, 3]")

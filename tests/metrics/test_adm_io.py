@@ -12,6 +12,7 @@ from ablate.metrics.adm_io import (
     AdmReference,
     MissingNpzKey,
     iter_npz_batches,
+    merge_adm_npz,
     npz_array_header,
     read_adm_npz,
     samples_to_uint8,
@@ -152,3 +153,11 @@ def test_reference_shape_is_checked(tmp_path):
         AdmReference(tmp_path / "r.npz").statistics("fid")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         AdmReference(tmp_path / "nope.npz")
+
+
+def test_merge_rank_parts_in_order(tmp_path):
+    x, y = _samples(n=9), torch.arange(9)
+    parts = [save_adm_npz(tmp_path / f"part{r}.npz", x[a:b], y[a:b]) for r, (a, b) in enumerate([(0, 4), (4, 9)])]
+    out = merge_adm_npz(tmp_path / "all.npz", parts, batch_size=3)
+    arr, labels = read_adm_npz(out)
+    assert np.array_equal(arr, _dit_reference(x)) and np.array_equal(labels, y.numpy())
