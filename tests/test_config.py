@@ -30,6 +30,8 @@ def _valid_context(group, option):
         return []
     if group == "model" and option != "tiny":
         return ["data=latents", "data.root=/x", "data.reference_root=/y"]
+    if group == "eval" and option == "paper":
+        return ["eval.reference=/nonexistent/VIRTUAL_imagenet256_labeled.npz"]
     if group == "trainer" and option in ("gpu", "paper"):
         return ["trainer.precision=32-true"]  # keep the build independent of this machine's GPU
     return []

@@ -138,3 +138,40 @@ def test_in_loop_evaluation_and_standalone_evaluation_with_the_checkpoint_axes(t
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "interpolant=linear contradicts the checkpoint" in r.stderr and "interpolant=vp" in r.stderr
     assert len(read_results(tmp_path / "results.jsonl")) == 3
+
+
+def test_the_adm_protocol_exports_the_samples_and_scores_them_against_a_reference_batch(compose, tmp_path,
+                                                                                       monkeypatch):
+    """eval.protocol=adm on the CPU pipeline: the samples are written as an ADM .npz (uint8 NHWC + labels, uniform
+    labels), scored by the ADM evaluator against a reference batch (here a fake one and a random-weight Inception:
+    the real weights are not available offline), and the rows say which protocol produced them."""
+    import numpy as np
+
+    import ablate.metrics.adm as adm
+    from ablate.metrics.adm_io import read_adm_npz
+    from ablate.pipeline.runner import run
+
+    net = adm.build_adm_inception(random_init=0, device="cpu")
+    monkeypatch.setattr(adm, "build_adm_inception", lambda *a, **k: net)
+    ref = tmp_path / "ref.npz"
+    real = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    f = adm.adm_features(real, net)
+    np.savez(ref, mu=f["pool"].mean(0), sigma=np.cov(f["pool"], rowvar=False), mu_s=f["spatial"].mean(0),
+             sigma_s=np.cov(f["spatial"], rowvar=False), arr_0=real)
+    cfg = compose(FAST + [f"out_dir={tmp_path}", "eval.protocol=adm", f"eval.reference={ref}", "eval.labels=uniform",
+                          "eval.metrics=[fid,sfid,inception_score,precision,recall]", "eval.num_samples=12"])
+    rows = run(cfg, job_dir=tmp_path / "job")["rows"]
+    assert sorted(r["metric_base"] for r in rows) == ["fid", "inception_score", "precision", "recall", "sfid"]
+    assert {r["protocol"] for r in rows} == {"adm"} and all("adm ref.npz" in r["budget"] for r in rows)
+    images, labels = read_adm_npz(tmp_path / rows[0]["samples_npz"])
+    assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8 and labels.shape == (12,)
+    assert len(set(labels.tolist())) > 1 and not (labels == np.arange(12) % 10).all()  # uniform, not balanced
+
+
+def test_the_paper_evaluation_needs_its_reference_batch(compose):
+    from ablate.pipeline.build import ConfigError, build_experiment
+
+    with pytest.raises(ConfigError, match="eval needs eval.reference=<value>"):
+        build_experiment(compose(["eval=paper"]))
+    with pytest.raises(ConfigError, match=r"eval.metrics \['sfid'\] are not torch-fidelity metrics"):
+        build_experiment(compose(["eval.metrics=[fid,sfid]"]))

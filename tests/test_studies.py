@@ -18,7 +18,7 @@ from ablate.studies.claims import _check
 
 REF = EXPERIMENTS_DIR / "reference"
 STUDIES = ["sit_walk", "sit_table5", "sit_table6", "sit_sizes", "dit_scaling", "nfe_sweep", "cfg_sweep"]
-DATA = ["data.root=/data/latents.pt", "data.reference_root=/data/imagenet"]  # paper scale: the user's data
+DATA = ["data.root=/data/latents.pt", "eval.reference=/data/VIRTUAL_imagenet256_labeled.npz"]  # the user's data
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -151,7 +151,7 @@ def test_show_prints_runnable_commands_with_named_placeholders_at_paper_scale(ca
     cfg = compose_row(load_study("sit_walk"), "4a", "paper", extra=list(PAPER_DATA))
     with pytest.raises(ConfigError, match="data.root=LATENTS_FILE.*placeholder"):
         build_experiment(cfg)
-    with pytest.raises(ConfigError, match="data.root=<value>, data.reference_root=<value>"):
+    with pytest.raises(ConfigError, match="data.root=<value>, eval.reference=<value>"):
         build_experiment(compose_row(load_study("sit_walk"), "4a", "paper"))
 
 

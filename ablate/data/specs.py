@@ -44,6 +44,11 @@ class DataSpec:
         """What FID compares against: ``(reference, cache name)`` for :func:`ablate.metrics.compute_metrics`."""
         raise NotImplementedError
 
+    decodes = False  # whether samples need decoding (latents) before they are images
+
+    def check_protocol(self, protocol: str) -> None:
+        """Refuse an evaluation protocol this data cannot be scored with (a ValueError naming what is missing)."""
+
     def decode(self, images: Tensor, device) -> Tensor:
         """Generated samples -> images in [-1, 1] (identity but for latents)."""
         return images
@@ -124,14 +129,23 @@ class ImageFolderData(DataSpec):
 
 class LatentData(DataSpec):
     """VAE latents (``root``: the file :func:`ablate.data.encode_latents` wrote), decoded with ``vae`` (a local
-    diffusers AutoencoderKL folder or an HF-cache id/alias: ``ema``, ``mse``); FID compares the decoded samples
-    with the image folder ``reference_root`` at 8x the latent size."""
+    diffusers AutoencoderKL folder or an HF-cache id/alias: ``ema``, ``mse``). Under the torch-fidelity protocol FID
+    compares the decoded samples with the image folder ``reference_root`` at 8x the latent size; under the ADM
+    protocol (``eval=paper``) with the reference batch ``eval.reference``, and ``reference_root`` is not needed."""
 
-    def __init__(self, root: str, reference_root: str, vae: str = "ema", image_size: int = 32, channels: int = 4,
-                 num_classes: int = 1000, tiny_preset: str | None = None, name: str = "latents"):
+    decodes = True
+
+    def __init__(self, root: str, reference_root: str | None = None, vae: str = "ema", image_size: int = 32,
+                 channels: int = 4, num_classes: int = 1000, tiny_preset: str | None = None, name: str = "latents"):
         super().__init__(name, image_size, channels, num_classes, tiny_preset)
-        self.root, self.reference_root, self.vae = str(root), str(reference_root), str(vae)
+        self.root, self.vae = str(root), str(vae)
+        self.reference_root = None if reference_root is None else str(reference_root)
         self._vae = None
+
+    def check_protocol(self, protocol: str) -> None:
+        if protocol != "adm" and self.reference_root is None:
+            raise ValueError("data=latents scored with torch-fidelity needs data.reference_root=<image folder> "
+                             "(or eval=paper: the ADM protocol and its reference batch, eval.reference)")
 
     def train_set(self):
         from .latents import LatentDataset
@@ -149,6 +163,9 @@ class LatentData(DataSpec):
     def reference(self, split: str):
         from .image_folder import ImageFolderDataset
 
+        if self.reference_root is None:
+            raise ValueError("data=latents scored with torch-fidelity needs data.reference_root=<image folder>; the "
+                             "ADM protocol (eval=paper) scores against eval.reference instead")
         return (ImageFolderDataset(self.reference_root, 8 * self.image_size, flip_p=0.0),
                 _path_key(self.name, self.reference_root))
 

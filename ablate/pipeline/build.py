@@ -53,13 +53,6 @@ def _instantiate(cfg: DictConfig, group: str):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    missing = _missing(cfg, group)
-    if missing:
-        choice = _choice(cfg, group)
-        raise ConfigError(f"{group}={choice} needs {', '.join(m + '=<value>' for m in missing)} (no default)")
-    held = _placeholders(cfg, group)
-    if held:
-        raise ConfigError(f"{', '.join(held)}: still the placeholder of the printed command; replace it with a path")
     try:
         return instantiate(cfg[group])
     except InstantiationException as e:
@@ -74,15 +67,16 @@ def _message(e: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(e).__name__
 
 
-def _choice(cfg: DictConfig, group: str) -> str:
-    """The option chosen for a group (``hydra.runtime.choices``), for messages."""
+def _group(cfg: DictConfig, group: str) -> str:
+    """``group=<option>`` as chosen (``hydra.runtime.choices``, under ``python -m ablate.run``), else the group."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return str(HydraConfig.get().runtime.choices.get(group, "?"))
-    except Exception:
+        choice = HydraConfig.get().runtime.choices.get(group)
+    except Exception:  # composed outside Hydra's main (tests, the studies): the group's own name, if it has one
         node = cfg.get(group)
-        return str(node.get("name", "?")) if isinstance(node, DictConfig) else "?"
+        choice = node.get("name") if isinstance(node, DictConfig) else None
+    return f"{group}={choice}" if choice else group
 
 
 @dataclass
@@ -222,6 +216,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     skip = (cfg.get(f"at_{scale}") or {}).get("skip") if scale else None
     if skip:
         raise ConfigError(f"{cfg.get('study')} row {cfg.get('row')} is not run at {scale} scale: {skip}")
+    _check_given(cfg)
     built = {g: _instantiate(cfg, g) for g in BUILT_GROUPS if g in cfg}
     time, pred, interp = built["time"], built["prediction"], built["interpolant"]
     model, data, trainer, ev = built["model"], built["data"], built["trainer"], built["eval"]
@@ -275,10 +270,26 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     if isinstance(trainer.devices, int) and ev.num_samples < trainer.world:
         raise ConfigError(f"eval.num_samples={ev.num_samples} is smaller than the number of ranks (devices x nodes "
                           f"= {trainer.world}): every rank samples a share")
+    try:
+        data.check_protocol(ev.protocol)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if model.input_size != data.image_size or model.in_channels != data.channels:
         raise ConfigError(f"model {model.name} sees {model.in_channels}x{model.input_size}x{model.input_size} inputs "
                           f"but data={data.name} has {data.channels}x{data.image_size}x{data.image_size}")
     return exp
+
+
+def _check_given(cfg: DictConfig) -> None:
+    """Every value without a default is given, and none is still a placeholder of a printed command: one error
+    naming all of them."""
+    missing = [(g, m) for g in BUILT_GROUPS for m in _missing(cfg, g)]
+    if missing:
+        needs = "; ".join(f"{_group(cfg, g)} needs {m}=<value>" for g, m in missing)
+        raise ConfigError(f"{needs} (no default): {', '.join(m + '=<value>' for _, m in missing)}")
+    held = [h for g in BUILT_GROUPS for h in _placeholders(cfg, g)]
+    if held:
+        raise ConfigError(f"{', '.join(held)}: still the placeholder of the printed command; replace it with a path")
 
 
 def _needs_curve(coef) -> bool:

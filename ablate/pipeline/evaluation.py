@@ -47,18 +47,27 @@ def generate(
     device: torch.device | str = "cpu",
     progress: bool = False,
     start: int = 0,
+    labels: str = "balanced",
 ) -> tuple[Tensor, Tensor, float]:
     """Generate ``num_samples`` images; returns (images [N, *shape] on CPU, labels [N], NFE per image).
 
     ``start``: the index of the first image, so that a rank generating images ``[start, start + N)`` of a
     sharded evaluation (``ablate.scale.distributed.shard_range``) gets the seeds and labels of those indices.
+    ``labels``: ``balanced`` (image i has class i mod K) or ``uniform`` (independent uniform draws, DiT/SiT's
+    ``sample_ddp.py``; a function of (seed, i), whatever the sharding).
 
     Guidance is the sampler's (it wraps the model); NFE is counted by the sampler's own wrapper.
     """
     from ..sampling import PerImageNoise
 
     index = torch.arange(start, start + num_samples)
-    labels = index % num_classes if num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
+    if num_classes <= 0:
+        labels = torch.zeros(num_samples, dtype=torch.long)
+    elif labels == "uniform":
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7)
+        labels = torch.randint(0, num_classes, (start + num_samples,), generator=g)[start:]
+    else:
+        labels = index % num_classes
     out, nfe = [], []
     rng = range(0, num_samples, batch_size)
     if progress:
@@ -127,8 +136,10 @@ def estimate_loss_curve(exp, model, device):
 def budget_label(exp, step: int) -> str:
     """A readable label of the training and evaluation budget of a row (what a table cell must not mix)."""
     ev = exp.eval
+    where = f"adm {Path(ev.reference).name}" if ev.protocol == "adm" else f"{ev.reference_split}/{ev.extractor}"
+    labels = "" if ev.labels == "balanced" else f" {ev.labels} labels"
     return (f"train {step}x{exp.trainer.batch_size} {exp.trainer.resolved_precision}; eval {ev.num_samples} "
-            f"{ev.reference_split}/{ev.extractor} {ev.resolved_precision(exp.trainer.on_gpu)}")
+            f"{where} {ev.resolved_precision(exp.trainer.on_gpu)}{labels}")
 
 
 def point_key(exp, step: int, eval_seed: int) -> str:
@@ -156,10 +167,10 @@ def evaluate(exp, training, ema_state: dict, info: dict[str, Any], *, job_dir: P
              step: int | None = None) -> dict[str, Any]:
     """Sample from the EMA weights for every evaluation seed, compute metrics and GFLOPs, append the rows, log
     them to W&B; returns ``{"rows": [...], "samples": <grid path>}``."""
-    from ..metrics import compute_metrics
     from ..metrics.flops import model_gflops, sample_gflops, train_gflops
     from ..results import append_rows, environment_info
-    from ..scale.distributed import all_reduce_mean, rank_world, shard_range, sharded_metrics
+    from ..scale.distributed import all_reduce_mean, rank_world, shard_range
+    from .scoring import score_samples
 
     ev, tr = exp.eval, exp.trainer
     device = torch.device("cuda" if torch.cuda.is_available() and tr.accelerator != "cpu" else "cpu")
@@ -173,24 +184,22 @@ def evaluate(exp, training, ema_state: dict, info: dict[str, Any], *, job_dir: P
     steps_done = info.get("train_steps", tr.steps) if step is None else step
     images_seen = steps_done * tr.batch_size
     rank, world = rank_world()
-    reference, cache_name = exp.data.reference(ev.reference_split)
     gf = model_gflops(net, conditional=exp.data.num_classes > 0)
     rows, grid = [], None
     for eval_seed in ev.seeds:
         t0 = time.time()
         share = shard_range(ev.num_samples, rank, world)  # under DDP each rank samples its share of the indices
-        images, _, nfe = generate(model, sampler, num_samples=len(share), batch_size=ev.batch_size, shape=shape,
-                                  num_classes=exp.data.num_classes, seed=eval_seed, device=device, start=share.start)
+        samples, labels, nfe = generate(model, sampler, num_samples=len(share), batch_size=ev.batch_size,
+                                        shape=shape, num_classes=exp.data.num_classes, seed=eval_seed, device=device,
+                                        start=share.start, labels=ev.labels)
         nfe = all_reduce_mean(nfe, len(share))
         sample_wall = time.time() - t0
-        images = exp.data.decode(images, device)
+        stem = "samples" if step is None else f"samples_step{int(steps_done):07d}"
         if rank == 0 and grid is None:
-            png = "samples.png" if step is None else f"samples_step{int(steps_done):07d}.png"
-            grid = save_grid(images, job_dir / png, min(ev.grid, len(images)))
+            grid = save_grid(exp.data.decode(samples[: ev.grid], device), job_dir / f"{stem}.png",
+                             min(ev.grid, len(samples)))
         t1 = time.time()
-        kw = dict(extractor=ev.extractor, metrics=tuple(ev.metrics), real_cache_name=cache_name,
-                  inception_weights=ev.inception_weights)
-        scores = (sharded_metrics(images, reference, **kw) if world > 1 else compute_metrics(images, reference, **kw))
+        scores, npz = score_samples(exp, samples, labels, device, rank, world, job_dir / f"{stem}_seed{eval_seed}.npz")
         if scores is None:  # not rank 0 of a sharded evaluation: features sent, nothing to write
             continue
         gflops = {"model_gflops": gf, "sample_gflops": sample_gflops(gf, round(nfe), exp.guidance.active),
@@ -203,7 +212,8 @@ def evaluate(exp, training, ema_state: dict, info: dict[str, Any], *, job_dir: P
             "num_real": scores.pop("num_real", None), "budget": budget_label(exp, steps_done),
             "point_key": point_key(exp, steps_done, eval_seed), "train_wall_s": info.get("train_wall_s"),
             "sample_wall_s": sample_wall, "metric_wall_s": time.time() - t1,
-            "samples_png": None if grid is None else _relative(grid, exp.out_dir), **gflops,
+            "samples_png": None if grid is None else _relative(grid, exp.out_dir),
+            "samples_npz": None if npz is None else _relative(npz, exp.out_dir), "protocol": ev.protocol, **gflops,
             **{f"env_{k}": v for k, v in environment_info().items()},
         }
         scores.pop("num_fake", None)

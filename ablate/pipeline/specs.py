@@ -14,6 +14,8 @@ __all__ = ["TrainerSpec", "EvalSpec", "LoggerSpec", "NAN_POLICIES", "LOGGERS", "
            "precision_reason"]
 
 NAN_POLICIES = ("stop", "skip")
+PROTOCOLS = ("torch-fidelity", "adm")  # how an evaluation scores its samples (ablate/metrics/README.md)
+LABELS = ("balanced", "uniform")  # class labels of the samples: i mod K, or uniform draws (DiT/SiT's sample_ddp.py)
 LOGGERS = ("wandb", "none")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
@@ -139,6 +141,11 @@ class EvalSpec:
     grid: int = 64
     seeds: list = field(default_factory=lambda: [0])
     precision: str = "auto"
+    protocol: str = "torch-fidelity"
+    reference: str | None = None
+    export: bool = False
+    conversion: str = "dit"
+    labels: str = "balanced"
 
     def __post_init__(self):
         _check(self.num_samples > 0, f"eval.num_samples must be > 0, got {self.num_samples}")
@@ -151,6 +158,24 @@ class EvalSpec:
         _check(self.precision in ("auto", "fp32", "bf16"), f"eval.precision={self.precision!r} is not valid; valid "
                "choices: ['auto', 'fp32', 'bf16']")
         self.metrics = list(self.metrics)
+        _check(self.protocol in PROTOCOLS, f"eval.protocol={self.protocol!r} is not valid; valid choices: "
+               f"{list(PROTOCOLS)}")
+        _check(self.labels in LABELS, f"eval.labels={self.labels!r} is not valid; valid choices: {list(LABELS)}")
+        _check(self.conversion in ("dit", "adm"), f"eval.conversion={self.conversion!r} is not valid; valid "
+               "choices: ['dit', 'adm']")
+        if self.protocol == "adm":
+            from ..metrics.adm import METRICS as ADM_METRICS
+
+            _check(self.reference is not None, "eval.protocol=adm needs eval.reference=<ADM reference batch .npz, "
+                   "e.g. VIRTUAL_imagenet256_labeled.npz>")
+            bad = sorted(set(self.metrics) - set(ADM_METRICS))
+            _check(not bad, f"eval.metrics {bad} are not ADM metrics; valid choices: {list(ADM_METRICS)}")
+        else:
+            from ..metrics.fid import METRICS as FIDELITY_METRICS
+
+            bad = sorted(set(self.metrics) - set(FIDELITY_METRICS))
+            _check(not bad, f"eval.metrics {bad} are not torch-fidelity metrics here; valid choices: "
+                   f"{list(FIDELITY_METRICS)} (sFID is an ADM metric: eval.protocol=adm)")
 
     def resolved_precision(self, on_gpu: bool) -> str:
         """Sampling precision: ``auto`` = bf16 autocast on GPUs and on CPUs with native bf16, else fp32."""
@@ -160,7 +185,14 @@ class EvalSpec:
 
     def identity(self) -> dict:
         """What makes two evaluations comparable (the evaluation seed is recorded per row)."""
-        return {"num_samples": self.num_samples, "reference_split": self.reference_split, "extractor": self.extractor}
+        ident = {"num_samples": self.num_samples, "reference_split": self.reference_split, "extractor": self.extractor}
+        if self.labels != "balanced":
+            ident["labels"] = self.labels
+        if self.protocol == "adm":  # (the default protocol adds nothing: its identity reads as it always has)
+            from pathlib import Path
+
+            ident.update(protocol=self.protocol, reference=Path(self.reference).name, conversion=self.conversion)
+        return ident
 
 
 @dataclass

@@ -38,7 +38,7 @@ CONF_DIR = ROOT / "conf"
 SCALES = ("cpu", "paper")
 ORDERS = ("lower", "higher")
 # What a paper-scale row needs from the user (the data has no default), printed as named placeholders.
-PAPER_DATA = ("data.root=LATENTS_FILE", "data.reference_root=IMAGENET_IMAGE_FOLDER")
+PAPER_DATA = ("data.root=LATENTS_FILE", "eval.reference=ADM_REFERENCE_BATCH")
 
 
 class StudyError(ValueError):
