@@ -159,3 +159,32 @@ def test_equal_budgets_by_default_and_nfe_sets_the_steps(compose):
     assert build_experiment(compose(["sampler.steps=7"])).sampler.expected_nfe == 14  # steps given: steps win
     with pytest.raises(ConfigError, match="sampler.nfe=5 is not reachable"):
         build_experiment(compose(["sampler.nfe=5"]))  # Heun spends an even number
+
+
+@pytest.mark.parametrize("flags, native", [("fpu sse avx2 avx512f", False), ("fpu avx512f avx512_bf16", True),
+                                           ("fpu amx_tile amx_bf16 amx_int8", True), ("", False)])
+def test_native_bf16_detection_reads_the_cpu_flags(tmp_path, monkeypatch, flags, native):
+    from ablate.pipeline.specs import cpu_has_native_bf16
+
+    monkeypatch.delenv("ABLATE_CPU_BF16", raising=False)
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(str(info)) is native
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("forced, train, sample", [("0", "32-true", "fp32"), ("1", "bf16-mixed", "bf16")])
+def test_a_cpu_without_native_bf16_trains_and_samples_in_fp32(compose, monkeypatch, forced, train, sample):
+    """The default (precision auto) on a CPU: bf16 only where the processor multiplies bf16 natively."""
+    from ablate.pipeline.specs import precision_reason
+
+    monkeypatch.setenv("ABLATE_CPU_BF16", forced)
+    exp = build_experiment(compose(["trainer.accelerator=cpu"]))
+    assert exp.trainer.precision == "auto"
+    assert exp.trainer.resolved_precision == train and exp.axes()["precision"] == train
+    assert exp.eval.resolved_precision(on_gpu=False) == sample
+    assert ("no native bf16" in precision_reason(exp.trainer)) is (forced == "0")
+    # the precision is part of the training identity: fp32 and bf16 runs never share a checkpoint
+    key = exp.train_key
+    monkeypatch.setenv("ABLATE_CPU_BF16", "1" if forced == "0" else "0")
+    assert build_experiment(compose(["trainer.accelerator=cpu"])).train_key != key

@@ -415,7 +415,7 @@ def test_fsdp_checkpoints_resume_on_one_process_and_one_process_checkpoints_on_f
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 2
     # A full checkpoint in the standard layout, with exp_avg and exp_avg_sq distinct (torch's CPU FSDP
-    # aliases them when offloading to the CPU; ablate.fsdp gathers them without offload there).
+    # aliases them when offloading to the CPU; ablate.scale.fsdp gathers them without offload there).
     states = ckpt["optimizer_states"][0]["state"]
     assert all(isinstance(k, int) for k in states)
     moved = [s for s in states.values() if s["exp_avg_sq"].any()]  # (all-zero states of unused rows are equal)

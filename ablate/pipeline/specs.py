@@ -25,8 +25,8 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo).
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16; read from ``cpuinfo``).
     ``ABLATE_CPU_BF16=0``/``1`` forces the answer (tests, or a machine where the detection is wrong)."""
     import os
 
@@ -34,7 +34,7 @@ def cpu_has_native_bf16() -> bool:
     if forced in ("0", "1"):
         return forced == "1"
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             flags = next((line for line in f if line.startswith("flags")), "")
     except OSError:
         return False

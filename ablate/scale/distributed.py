@@ -121,7 +121,7 @@ class GlobalBatchRandom(TorchFunctionMode):
         if name in _REFUSED:
             raise RuntimeError(
                 f"random op torch.{name} inside a data-parallel training step: its draws cannot be mapped onto "
-                f"the global batch (see ablate.distributed.GlobalBatchRandom); draw with torch.randn/rand/"
+                f"the global batch (see ablate.scale.distributed.GlobalBatchRandom); draw with torch.randn/rand/"
                 f"randint shaped [batch, ...] instead"
             )
         if name not in _SIZED:

@@ -79,7 +79,7 @@ def study_axes(configs: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def varied_axes(axes_per_row: Sequence[dict[str, Any]], allow_empty: bool = False) -> list[str]:
-    """The axes whose values differ across the rows, in :func:`ablate.build.axes` order.
+    """The axes whose values differ across the rows, in :meth:`ablate.pipeline.build.Experiment.axes` order.
 
     Labels (``sampler_tag``, ``row``) are not axes: they vary with everything and count only when nothing else does.
     """
@@ -142,7 +142,7 @@ def build_spec(meta: dict, axes_per_row: Sequence[dict[str, Any]], num_samples: 
     """The workspace for one study, as plain dicts mirroring the ``wandb-workspaces`` API.
 
     ``meta``: the study's ``name`` (its W&B group), ``metric`` (``fid``) and ``plot`` (``nfe``, ``gflops``,
-    ``cfg`` or None: the study's headline x axis); ``axes_per_row``: :func:`ablate.build.axes` of each row's
+    ``cfg`` or None: the study's headline x axis); ``axes_per_row``: :meth:`ablate.pipeline.build.Experiment.axes` of each row's
     config; ``num_samples``: the evaluation budgets of the rows (one metric key each).
     """
     name, metric = meta["name"], meta.get("metric") or "fid"
