@@ -249,6 +249,20 @@ def test_logged_keys_reads_the_offline_run(offline_run):
     assert {"study", "row", "interpolant", "sampler_tag", "model_depth", "train_key"} <= keys["config"]
 
 
+def test_history_reads_the_logged_loss_curve(offline_run):
+    """The loss curve of an offline run, read back from its file: one value per training step (log_every=1)."""
+    import math
+
+    from ablate.studies.wandb_offline import history
+
+    _, run_dir, cfg = offline_run
+    h = [r for r in history(run_dir, [mn.TRAIN_LOSS, mn.GLOBAL_STEP]) if mn.TRAIN_LOSS in r]
+    assert len(h) == cfg.trainer.steps
+    assert all(math.isfinite(r[mn.TRAIN_LOSS]) and r[mn.TRAIN_LOSS] > 0 for r in h)
+    steps = [r[mn.GLOBAL_STEP] for r in h]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+
+
 @pytest.mark.parametrize("study", available_studies())
 def test_every_key_a_study_dashboard_references_is_logged_by_a_cpu_run(study, offline_runs):
     keys, _, _ = offline_runs.get(study, offline_runs["sit_walk"])

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["logged_keys", "flatten"]
+__all__ = ["logged_keys", "history", "flatten"]
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -80,6 +80,30 @@ def logged_keys(run_dir: str | Path, timeout_s: float = 30.0) -> dict[str, set[s
             raise TimeoutError(f"{files[0]} has no exit record after {timeout_s:g} s: the run is still being "
                                "written or it crashed")
         time.sleep(0.2)
+
+
+def history(run_dir: str | Path, keys: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
+    """The history rows of an offline run that hold any of ``keys``: ``[{'_step': ..., key: value, ...}]`` in
+    logging order (values JSON-decoded; the run need not have finished)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = sorted(Path(run_dir).glob("run-*.wandb"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {len(files)}")
+    rows = []
+    for blob in _records(files[0]):
+        rec = pb.Record()
+        rec.ParseFromString(blob)
+        if rec.WhichOneof("record_type") != "history":
+            continue
+        row = {}
+        for it in rec.history.item:
+            key = it.nested_key[0] if len(it.nested_key) else it.key
+            if key in keys or key == "_step":
+                row[key] = json.loads(it.value_json)
+        if any(k in row for k in keys):
+            rows.append(row)
+    return rows
 
 
 def _read_keys(path: Path) -> tuple[dict[str, set[str]], bool]:
