@@ -95,7 +95,8 @@ def report(store: Path, out: Path) -> str:
         b, f = bf[bf.seed == s], fp[fp.seed == s]
         if b.empty or f.empty:
             continue
-        lines.append(f"| {int(s)} | {b.value.mean():.2f} | {f.value.mean():.2f} | {b.value.mean() - f.value.mean():+.2f} "
+        bm, fm = b.value.mean(), f.value.mean()
+        lines.append(f"| {int(s)} | {bm:.2f} | {fm:.2f} | {bm - fm:+.2f} "
                      f"| {b.train_wall_s.iloc[0]:.0f} / {f.train_wall_s.iloc[0]:.0f} |")
     curves = _loss_curves(store, df)
     if curves:
@@ -107,7 +108,7 @@ def report(store: Path, out: Path) -> str:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
         gaps = []
         for (study, seed), c in sorted(curves.items()):
-            steps, loss = zip(*c)
+            steps, loss = zip(*c, strict=True)
             ax.plot(steps, loss, ls="-" if study == "precision_bf16" else "--",
                     color=f"C{seed}", label=f"{'bf16' if study == 'precision_bf16' else 'fp32'} seed {seed}")
             other = curves.get(("precision_fp32" if study == "precision_bf16" else "precision_bf16", seed))

@@ -1,7 +1,8 @@
 """Sweep benchmark: trainings launched and wall time of ``-m interpolant=vp,linear sampler=ode,sde``.
 
 The sampler is a sampling-time axis, so the 2 x 2 sweep has 2 distinct training configurations (content
-address ``ablate.pipeline.build.Experiment.train_key``): with ``reuse=true`` (the default) it trains twice and samples four times.
+address ``ablate.pipeline.build.Experiment.train_key``): with ``reuse=true`` (the default) it trains twice and
+samples four times.
 The naive count, one training per job, is measured with the same sweep where every job gets its own
 ``out_dir`` (``out_dir=<tmp>/naive/job${hydra:job.num}``) and ``reuse=false``: nothing can be shared, so all
 4 train. Both run as ``python -m ablate.run -m ...`` subprocesses with the micro model of tests/test_run.py

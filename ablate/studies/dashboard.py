@@ -142,8 +142,9 @@ def build_spec(meta: dict, axes_per_row: Sequence[dict[str, Any]], num_samples: 
     """The workspace for one study, as plain dicts mirroring the ``wandb-workspaces`` API.
 
     ``meta``: the study's ``name`` (its W&B group), ``metric`` (``fid``) and ``plot`` (``nfe``, ``gflops``,
-    ``cfg`` or None: the study's headline x axis); ``axes_per_row``: :meth:`ablate.pipeline.build.Experiment.axes` of each row's
-    config; ``num_samples``: the evaluation budgets of the rows (one metric key each).
+    ``cfg`` or None: the study's headline x axis); ``axes_per_row``:
+    :meth:`ablate.pipeline.build.Experiment.axes` of each row's config; ``num_samples``: the evaluation budgets of
+    the rows (one metric key each).
     """
     name, metric = meta["name"], meta.get("metric") or "fid"
     all_axes = list(axes_per_row[0])
