@@ -13,60 +13,82 @@ from ablate.transport.diffusion import Diffusion
 from ablate.transport.interpolants import Interpolant
 
 
-class Cosine2(Interpolant):
-    """A test-only path: alpha_t = cos^2(pi t / 2), sigma_t = sin(pi t / 2) (alpha_1 = 0 like GVP)."""
+def _define() -> dict:
+    """The three new choices, as a user's module would define them: defining each class registers it."""
 
-    name = "test_cosine2"
+    class Cosine2(Interpolant):
+        """A test-only path: alpha_t = cos^2(pi t / 2), sigma_t = sin(pi t / 2) (alpha_1 = 0 like GVP)."""
 
-    def alpha(self, t):
-        return torch.cos(math.pi * t / 2) ** 2
+        name = "test_cosine2"
 
-    def sigma(self, t):
-        return torch.sin(math.pi * t / 2)
+        def alpha(self, t):
+            return torch.cos(math.pi * t / 2) ** 2
 
-    def d_alpha(self, t):
-        return -math.pi * torch.cos(math.pi * t / 2) * torch.sin(math.pi * t / 2)
+        def sigma(self, t):
+            return torch.sin(math.pi * t / 2)
 
-    def d_sigma(self, t):
-        return math.pi / 2 * torch.cos(math.pi * t / 2)
+        def d_alpha(self, t):
+            return -math.pi * torch.cos(math.pi * t / 2) * torch.sin(math.pi * t / 2)
 
-
-class HalfSigma(Diffusion):
-    """A test-only SDE coefficient: w_t = norm * sigma_t / 2."""
-
-    name = "test_half_sigma"
-
-    def w(self, t):
-        return self.norm * self.interpolant.sigma(t) / 2
+        def d_sigma(self, t):
+            return math.pi / 2 * torch.cos(math.pi * t / 2)
 
 
-class EulerOnly(BaseSampler):
-    """A test-only sampler family: Euler on the probability-flow ODE, its own grid of ``steps`` points."""
+    class HalfSigma(Diffusion):
+        """A test-only SDE coefficient: w_t = norm * sigma_t / 2."""
 
-    family = "test_euler"
-    time_kind = "continuous"
+        name = "test_half_sigma"
 
-    @classmethod
-    def build(cls, ctx: SamplingContext, steps: int = 4) -> "EulerOnly":
-        from ablate.sampling.ode import ODESampler
+        def w(self, t):
+            return self.norm * self.interpolant.sigma(t) / 2
 
-        return cls(ODESampler(ctx.interpolant, ctx.prediction, "euler", steps, sample_eps=ctx.sample_eps,
-                              **ctx.guidance), **ctx.guidance)
 
-    def __init__(self, ode, **guidance):
-        super().__init__(**guidance)
-        self.ode, self.steps, self.name = ode, ode.steps, "test_euler"
+    class EulerOnly(BaseSampler):
+        """A test-only sampler family: Euler on the probability-flow ODE, its own grid of ``steps`` points."""
 
-    @property
-    def expected_nfe(self):
-        return self.steps
+        family = "test_euler"
+        time_kind = "continuous"
 
-    @property
-    def tag(self):
-        return f"test_euler-nfe{self.steps}-cfg{self.guidance_scale}"
+        @classmethod
+        def build(cls, ctx: SamplingContext, steps: int = 4) -> "EulerOnly":
+            from ablate.sampling.ode import ODESampler
 
-    def __call__(self, model, z, y=None, **kw) -> SampleOutput:
-        return self.ode(model, z, y, **kw)
+            return cls(ODESampler(ctx.interpolant, ctx.prediction, "euler", steps, sample_eps=ctx.sample_eps,
+                                  **ctx.guidance), **ctx.guidance)
+
+        def __init__(self, ode, **guidance):
+            super().__init__(**guidance)
+            self.ode, self.steps, self.name = ode, ode.steps, "test_euler"
+
+        @property
+        def expected_nfe(self):
+            return self.steps
+
+        @property
+        def tag(self):
+            return f"test_euler-nfe{self.steps}-cfg{self.guidance_scale}"
+
+        def __call__(self, model, z, y=None, **kw) -> SampleOutput:
+            return self.ode(model, z, y, **kw)
+
+    return {"Cosine2": Cosine2, "HalfSigma": HalfSigma, "EulerOnly": EulerOnly}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def new_choices():
+    """Defines the classes when this module's tests run (not at import: collection would register them for every
+    test of the session), exposes them where the YAMLs' ``_target_`` finds them, and unregisters them after."""
+    from ablate.sampling import SAMPLER_FAMILIES
+    from ablate.transport import DIFFUSIONS, INTERPOLANTS
+
+    classes = _define()
+    globals().update(classes)
+    yield classes
+    for name in classes:
+        globals().pop(name, None)
+    INTERPOLANTS.pop("test_cosine2", None)
+    DIFFUSIONS.pop("test_half_sigma", None)
+    SAMPLER_FAMILIES.pop("test_euler", None)
 
 
 YAMLS = {
@@ -86,10 +108,11 @@ def extra_conf(tmp_path):
     return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
 
 
-def test_the_classes_registered_themselves():
+def test_the_classes_registered_themselves(new_choices):
     from ablate.sampling import SAMPLER_FAMILIES
     from ablate.transport import DIFFUSIONS, INTERPOLANTS, get_diffusion, get_interpolant
 
+    Cosine2, HalfSigma, EulerOnly = (new_choices[k] for k in ("Cosine2", "HalfSigma", "EulerOnly"))
     assert INTERPOLANTS["test_cosine2"] is Cosine2 and isinstance(get_interpolant("test_cosine2"), Cosine2)
     assert DIFFUSIONS["test_half_sigma"] is HalfSigma
     assert isinstance(get_diffusion("test_half_sigma", Cosine2()), HalfSigma)

@@ -63,8 +63,10 @@ def study_configs(study: str, scale: str = "cpu", extra: Sequence[str] = ()) -> 
     from .catalog import compose_row, load_study
 
     st = load_study(study)
-    if scale == "paper" and not any(e.startswith("data.root=") for e in extra):
-        extra = [*extra, "data.root=unused", "data.reference_root=unused"]  # the axes need no data
+    if scale == "paper":  # the axes need no data and no reference batch: fill what the user did not give
+        given = {e.partition("=")[0] for e in extra}
+        extra = [*extra, *(f"{k}=unused" for k in ("data.root", "data.reference_root", "eval.reference")
+                           if k not in given)]
     rows = [(r.id, compose_row(st, r, scale, extra=list(extra))) for r in st.rows if not r.skip_reason(scale)]
     if not rows:
         raise ValueError(f"study {study!r} runs no row at scale {scale!r}; nothing to plot")
