@@ -81,9 +81,11 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
 def read_results(path: str | os.PathLike, latest: bool = True):
     """All rows of a store as a pandas DataFrame (an empty frame when the file is absent).
 
-    ``latest``: a point evaluated again (``redo=true``) appends new rows with the same ``point_key`` and metric;
-    keep only the last of each (the store itself is append-only). ``df.attrs["superseded"]`` counts the rows left
-    out. Rows without a ``point_key`` (failures, older stores) are all kept.
+    ``latest``: a point evaluated again (``redo=true``) appends new rows with the same ``point_key``, metric and
+    label (study, row); keep only the last of each (the store itself is append-only). One measurement shown in two
+    studies (the same point, labelled twice, see :func:`ablate.pipeline.runner.recorded_rows`) keeps both labels.
+    ``df.attrs["superseded"]`` counts the rows left out. Rows without a ``point_key`` (failures, older stores) are
+    all kept.
     """
     import pandas as pd
 
@@ -106,8 +108,10 @@ def read_results(path: str | os.PathLike, latest: bool = True):
     superseded = 0
     if latest and not df.empty and "point_key" in df:
         keyed = df["point_key"].notna()
-        metric = df["metric"] if "metric" in df else None
-        ident = df["point_key"].astype(str) + "|" + (metric.astype(str) if metric is not None else "")
+        ident = df["point_key"].astype(str)
+        for col in ("metric", "study", "row"):
+            if col in df:
+                ident = ident + "|" + df[col].astype(str)
         last = ~ident.duplicated(keep="last") | ~keyed
         superseded = int((~last).sum())
         df = df[last].reset_index(drop=True)

@@ -100,10 +100,17 @@ def load_network(checkpoint: str | os.PathLike | None = "auto", device="cpu"):
     torch.manual_seed(0)
     net = build_model("tiny-8", learn_sigma=False)
     path = _find_checkpoint() if checkpoint == "auto" else checkpoint
-    source = "random init (seed 0)"
+    source = "random init (seed 0; the zero-initialised adaLN and output layers redrawn from N(0, 0.02^2))"
     if path is not None:
         net.load_state_dict(load_checkpoint(path)["ema"])
         source = f"EMA weights of {Path(path).parent.name}/final.pt"
+    else:
+        # DiT zero-initialises its adaLN modulation and output layers, so a fresh network outputs exactly 0 for
+        # every input: any precision would then give identical samples. Redraw those tensors so it does not.
+        with torch.no_grad():
+            for p in net.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.02)
     return net.eval().to(device), source
 
 

@@ -104,6 +104,27 @@ def test_a_repeated_run_leaves_one_row_and_redo_supersedes_it(tmp_path):
     assert len(read_results(tmp_path / "results.jsonl", latest=False)) == 2
 
 
+def test_a_point_measured_for_one_study_is_recorded_for_another_without_a_new_evaluation(tmp_path):
+    args = [f"out_dir={tmp_path}", *FAST]
+    assert _cli("ablate.run", *args, "study=study_a", "row=r1").returncode == 0
+    r = _cli("ablate.run", *args, "study=study_b", "row=r2")
+    assert r.returncode == 0 and "measured before as study_a/r1" in r.stdout, r.stdout[-2000:]
+    df = read_results(tmp_path / "results.jsonl")
+    assert sorted(df["study"]) == ["study_a", "study_b"] and df["point_key"].nunique() == 1
+    assert df["value"].nunique() == 1  # one measurement, shown twice
+    b = df[df["study"] == "study_b"].iloc[0]
+    assert b["row"] == "r2" and b["copied_from"] == "study_a/r1"
+    r = _cli("ablate.run", *args, "study=study_b", "row=r2")  # a rerun of either label adds nothing
+    assert "already in" in r.stdout and "measured before" not in r.stdout
+    assert len(read_results(tmp_path / "results.jsonl", latest=False)) == 2
+    # a third label, once the store has a copied_from column (empty for the original row)
+    assert _cli("ablate.run", *args, "study=study_c", "row=r3").returncode == 0
+    df = read_results(tmp_path / "results.jsonl")
+    assert sorted(df["copied_from"].fillna("-")) == ["-", "study_a/r1", "study_a/r1"]
+    stored = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {type(r["eval_seed"]) for r in stored} == {int}  # copied as stored, not through a float frame
+
+
 def test_different_budgets_are_different_points_and_rows_say_so(tmp_path):
     for extra in ([], ["eval.num_samples=30"], ["trainer.steps=3"], ["eval.seeds=[0,1]"]):
         assert _cli("ablate.run", f"out_dir={tmp_path}", *FAST, *extra).returncode == 0

@@ -203,3 +203,21 @@ def test_committed_rows_carry_no_absolute_path():
         r = json.loads(line)
         for k, v in r.items():
             assert not (isinstance(v, str) and v.startswith("/")), (k, v)
+
+
+def test_committing_a_study_keeps_another_study_s_row_of_the_same_point(tmp_path):
+    """SiT's walk row 3 is Table 5's VP ODE row: one measurement, shown by both studies; committing one study
+    must not drop the other's row."""
+    from ablate.studies.runner import commit
+
+    base = {"point_key": "p1", "metric": "eval/fid500/x", "value": 1.5, "status": "ok", "seed": 0, "eval_seed": 0}
+    table5 = {**base, "study": "sit_table5", "row": "vp-ode"}
+    walk = {**base, "study": "sit_walk", "row": "3", "copied_from": "sit_table5/vp-ode"}
+    store, committed = tmp_path / "store.jsonl", tmp_path / "committed.jsonl"
+    store.write_text(json.dumps(table5) + "\n" + json.dumps(walk) + "\n")
+    committed.write_text(json.dumps(table5) + "\n")
+    assert commit("sit_walk", store, committed, echo=lambda *a: None) == 1
+    rows = [json.loads(x) for x in committed.read_text().splitlines()]
+    assert sorted((r["study"], r["row"]) for r in rows) == [("sit_table5", "vp-ode"), ("sit_walk", "3")]
+    assert commit("sit_walk", store, committed, echo=lambda *a: None) == 1  # again: replaced, not duplicated
+    assert len(committed.read_text().splitlines()) == 2

@@ -26,18 +26,64 @@ from .jobs import job_dir as hydra_job_dir
 __all__ = ["run", "recorded_rows", "evaluate_checkpoint", "checkpoint_cfg"]
 
 
+def _label(r) -> tuple[str, str]:
+    row = r.get("row")
+    return str(r.get("study") or "adhoc"), "" if row is None or row != row else str(row)
+
+
+def _raw_rows(path, keys: set) -> list[dict]:
+    """The stored rows (parsed JSON, newest first) whose ``point_key`` is in ``keys``."""
+    import json
+
+    if not keys:
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            if any(k in line for k in keys):
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if r.get("point_key") in keys:
+                    out.append(r)
+    return out[::-1]
+
+
 def recorded_rows(exp, step: int) -> tuple[list[dict], list[int]]:
-    """The ``ok`` rows of this point already in the store, and the evaluation seeds that have none yet."""
-    from ..results import read_results
+    """The ``ok`` rows of this point already in the store, and the evaluation seeds that have none yet.
+
+    A point is what was measured (``point_key``: training key and step, sampler, evaluation budget and seed); the
+    study and row are where it is shown. A point already measured under another label (SiT's walk row 3 is
+    Table 5's VP ODE row) is not measured again: its rows are appended once more under this experiment's label,
+    with ``copied_from`` naming the original label, so each study's table holds every row it asks for."""
+    from ..results import append_rows, read_results
     from .evaluation import point_key
 
     df = read_results(exp.results)
     keys = {point_key(exp, step, s): s for s in exp.eval.seeds}
     if df.empty or "point_key" not in df:
         return [], list(exp.eval.seeds)
-    done = df[df["point_key"].isin(set(keys)) & (df["status"] == "ok")]
-    missing = [s for k, s in keys.items() if k not in set(done["point_key"])]
-    return done.to_dict("records"), missing
+    ok = df[df["point_key"].isin(set(keys)) & (df["status"] == "ok")].to_dict("records")
+    mine = (exp.study or "adhoc", "" if exp.row is None else str(exp.row))
+    done = [r for r in ok if _label(r) == mine]
+    have = {r["point_key"] for r in done}
+    copies = []
+    for r in _raw_rows(exp.results, {r["point_key"] for r in ok} - have):  # as stored (the frame makes ints floats)
+        if r.get("status") != "ok" or _label(r) == mine or any(
+                c["point_key"] == r["point_key"] and c["metric"] == r["metric"] for c in copies):
+            continue
+        c = {k: v for k, v in r.items() if k != "timestamp"}
+        copies.append({**c, "study": mine[0], "row": exp.row,
+                       "copied_from": c.get("copied_from") or "/".join(x for x in _label(r) if x)})
+    if copies:
+        append_rows(exp.results, copies)
+        for c in copies:
+            print(f"[ablate] measured before as {c['copied_from']}: recorded for {'/'.join(x for x in mine if x)} "
+                  f"too (no new evaluation)")
+    done += copies
+    missing = [s for k, s in keys.items() if k not in {r["point_key"] for r in done}]
+    return done, missing
 
 
 def run(cfg: DictConfig, job_dir: str | Path | None = None) -> dict:

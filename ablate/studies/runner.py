@@ -90,7 +90,8 @@ def compare(name: str, store: str | Path, committed: str | Path, echo=print) -> 
 
 
 def commit(name: str, store: str | Path, committed: str | Path, echo=print) -> int:
-    """Copy the study's ``ok`` rows of ``store`` into ``committed`` (a row of the same point is replaced).
+    """Copy the study's ``ok`` rows of ``store`` into ``committed`` (a row of this study at the same point is
+    replaced; other studies' rows are kept, also where they show the same measurement).
     Returns the number of rows written."""
     import json
 
@@ -102,12 +103,14 @@ def commit(name: str, store: str | Path, committed: str | Path, echo=print) -> i
     if new.empty:
         echo(f"[study {study.name}] nothing to commit from {store}")
         return 0
+    # a row of this study at the same point is replaced; the same point shown by another study is kept
     keys = set(new["point_key"]) if "point_key" in new else set()
     committed = Path(committed)
     kept = []
     if committed.exists():
         for line in committed.read_text().splitlines():
-            if line.strip() and json.loads(line).get("point_key") not in keys:
+            r = json.loads(line) if line.strip() else None
+            if r is not None and not (r.get("point_key") in keys and r.get("study") == study.name):
                 kept.append(line)
     rows = [json.dumps({k: v for k, v in r.items() if not _is_nan(v)}, sort_keys=True)
             for r in new.to_dict("records")]
