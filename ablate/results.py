@@ -108,10 +108,13 @@ def read_results(path: str | os.PathLike, latest: bool = True):
     superseded = 0
     if latest and not df.empty and "point_key" in df:
         keyed = df["point_key"].notna()
-        ident = df["point_key"].astype(str)
+        def text(col):  # None/NaN -> "" (astype(str) keeps missing values missing under pandas' string dtype)
+            return df[col].map(lambda v: "" if v is None or v != v else str(v))
+
+        ident = text("point_key")
         for col in ("metric", "study", "row"):
             if col in df:
-                ident = ident + "|" + df[col].astype(str)
+                ident = ident + "|" + text(col)
         last = ~ident.duplicated(keep="last") | ~keyed
         superseded = int((~last).sum())
         df = df[last].reset_index(drop=True)

@@ -52,3 +52,18 @@ def test_non_finite_values_are_refused(tmp_path, bad):
 
 def test_missing_store_reads_empty(tmp_path):
     assert read_results(tmp_path / "none.jsonl").empty
+
+
+def test_latest_keeps_one_row_per_point_metric_and_label(tmp_path):
+    """Ad-hoc rows (row None) of different points are all kept; a redo of a point supersedes it; the same point
+    under two labels keeps both."""
+    p = tmp_path / "r.jsonl"
+    base = {"metric": "eval/fid20/x", "status": "ok", "study": "adhoc", "row": None}
+    append_rows(p, [{**base, "point_key": k, "value": float(i)} for i, k in enumerate("abc")])
+    append_rows(p, [{**base, "point_key": "a", "value": 9.0}])  # redo of point a
+    append_rows(p, [{**base, "point_key": "b", "study": "s", "row": "r", "value": 1.0, "copied_from": "adhoc"}])
+    append_rows(p, [{"status": "failed", "error": "x"}])  # no point_key: always kept
+    df = read_results(p)
+    assert len(df) == 5 and df.attrs["superseded"] == 1
+    assert df[df.point_key == "a"].value.tolist() == [9.0]
+    assert sorted(df[df.point_key == "b"].study) == ["adhoc", "s"]
