@@ -45,7 +45,8 @@ def run_sweep(out: Path, *, naive: bool, train_steps: int, timeout: float = 1200
         raise RuntimeError(f"sweep failed (exit {r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
     df = read_results(results)
     ckpts = sorted({p.parent for p in out.glob("**/checkpoints/*/final.pt")})
-    return dict(command="python -m ablate.run -m " + " ".join(cmd[4:]), wall_s=wall, rows=len(df),
+    shown = " ".join(cmd[4:]).replace(str(out), "<tmp>")  # no path of this machine in committed results
+    return dict(command="python -m ablate.run -m " + shown, wall_s=wall, rows=len(df),
                 ok_rows=int((df["status"] == "ok").sum()),
                 trainings=int((~df["reused_checkpoint"].astype(bool)).sum()),
                 distinct_train_keys=int(df["train_key"].nunique()), checkpoint_dirs=len(ckpts),

@@ -293,6 +293,18 @@ def write_markdown(path: Path, report: dict) -> None:
     path.write_text("\n".join(lines))
 
 
+def public_command(argv: list[str]) -> str:
+    """The command line as recorded in committed results: no path of this machine (the script relative to the
+    repository, a temporary ``--out`` as ``<tmp>``)."""
+    import tempfile
+
+    args = ["python", "benchmarks/train_step.py"]
+    for i, a in enumerate(argv[1:]):
+        prev = argv[i]  # argv[1:][i] follows argv[i]
+        args.append("<tmp>" if prev == "--out" and a.startswith(tempfile.gettempdir()) else a)
+    return " ".join(args)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", nargs="+", default=["tiny-8", "DiT-S/2"])
@@ -364,7 +376,7 @@ def main(argv=None):
     for r in results:
         r["summary"] = summarise(r, peak32, peak16, threads)
     report = dict(
-        command=" ".join([Path(sys.executable).name, *sys.argv]),
+        command=public_command(sys.argv),
         machine=common.machine_info(device),
         clock=args.clock,
         peak_n=peak_n,

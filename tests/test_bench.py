@@ -117,3 +117,17 @@ def test_sweep_launches_two_trainings_not_four():
     rep = sweep.run(True, train_steps=2)
     assert rep["reuse"]["trainings"] == 2 and rep["reuse"]["checkpoint_dirs"] == 2 and rep["reuse"]["ok_rows"] == 4
     assert rep["naive"]["trainings"] == 4 and rep["naive"]["checkpoint_dirs"] == 4 and rep["naive"]["ok_rows"] == 4
+
+
+def test_committed_benchmark_results_carry_no_path_of_the_machine():
+    """Recorded commands name the script relative to the repository and temporary folders as <tmp>."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"(?<![\w.<])/(work|home|root|tmp|Users|check)/")
+    files = [*(root / "benchmarks" / "results").glob("*.json"), *(root / "benchmarks" / "results").glob("*.md")]
+    assert files
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            assert not pattern.search(line), (f.name, n, line[:200])
