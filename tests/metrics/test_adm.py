@@ -24,15 +24,7 @@ from ablate.metrics.adm import (
 from ablate.metrics.adm_io import MissingNpzKey, samples_to_uint8, save_adm_npz
 from ablate.metrics.adm_scores import inception_score, precision_recall
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread for these small forwards: on a shared 2-core machine OpenMP's spin-waiting made the
-    module 3x slower with 2 threads (58 s vs 18 s measured under load); restored afterwards."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metrics/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,7 @@ GOLDEN = Path(__file__).with_name("adm_golden.json")
 RECORD = os.environ.get("ABLATE_RECORD_ADM_GOLDEN") == "1"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread for these small forwards: on a shared 2-core machine OpenMP's spin-waiting made the
-    module 3x slower with 2 threads (58 s vs 18 s measured under load); restored afterwards."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metrics/conftest.py
 
 
 def golden_images(start: int, n: int) -> np.ndarray:
