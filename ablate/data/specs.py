@@ -163,9 +163,7 @@ class LatentData(DataSpec):
     def reference(self, split: str):
         from .image_folder import ImageFolderDataset
 
-        if self.reference_root is None:
-            raise ValueError("data=latents scored with torch-fidelity needs data.reference_root=<image folder>; the "
-                             "ADM protocol (eval=paper) scores against eval.reference instead")
+        self.check_protocol("torch-fidelity")
         return (ImageFolderDataset(self.reference_root, 8 * self.image_size, flip_p=0.0),
                 _path_key(self.name, self.reference_root))
 

@@ -27,8 +27,13 @@ __all__ = ["run", "recorded_rows", "evaluate_checkpoint", "checkpoint_cfg"]
 
 
 def _label(r) -> tuple[str, str]:
+    """(study, row) of a stored row or of ``{"study": exp.study, "row": exp.row}``; missing parts as in the store."""
     row = r.get("row")
     return str(r.get("study") or "adhoc"), "" if row is None or row != row else str(row)
+
+
+def _label_text(label: tuple[str, str]) -> str:
+    return "/".join(x for x in label if x)
 
 
 def _raw_rows(path, keys: set) -> list[dict]:
@@ -65,7 +70,7 @@ def recorded_rows(exp, step: int) -> tuple[list[dict], list[int]]:
     if df.empty or "point_key" not in df:
         return [], list(exp.eval.seeds)
     ok = df[df["point_key"].isin(set(keys)) & (df["status"] == "ok")].to_dict("records")
-    mine = (exp.study or "adhoc", "" if exp.row is None else str(exp.row))
+    mine = _label({"study": exp.study, "row": exp.row})
     done = [r for r in ok if _label(r) == mine]
     have = {r["point_key"] for r in done}
     copies = []
@@ -75,12 +80,12 @@ def recorded_rows(exp, step: int) -> tuple[list[dict], list[int]]:
             continue
         c = {k: v for k, v in r.items() if k != "timestamp"}
         copies.append({**c, "study": mine[0], "row": exp.row,
-                       "copied_from": c.get("copied_from") or "/".join(x for x in _label(r) if x)})
+                       "copied_from": c.get("copied_from") or _label_text(_label(r))})
     if copies:
         append_rows(exp.results, copies)
         for c in copies:
-            print(f"[ablate] measured before as {c['copied_from']}: recorded for {'/'.join(x for x in mine if x)} "
-                  f"too (no new evaluation)")
+            print(f"[ablate] measured before as {c['copied_from']}: recorded for {_label_text(mine)} too (no new "
+                  "evaluation)")
     done += copies
     missing = [s for k, s in keys.items() if k not in {r["point_key"] for r in done}]
     return done, missing
